@@ -1,0 +1,1 @@
+//! cairn: a content-addressed, deduplicating snapshot repository for Docker workloads.
