@@ -1,1 +1,31 @@
 //! cairn: a content-addressed, deduplicating snapshot repository for Docker workloads.
+//!
+//! Layers, top to bottom (dependencies point down only):
+//! - operations: [`ingest`] (snapshot), [`restore`], [`rebuild`]
+//! - [`repo`]: opening a repository, resolving snapshots, reading blobs
+//! - storage: [`pack`], [`index`] (SQLite), [`store`] (layout, atomic writes), [`blobs`]
+//! - primitives: [`format`] (on-disk encodings, no I/O), [`chunker`], [`tree`], [`id`]
+
+pub mod blobs;
+pub mod chunker;
+pub mod compress;
+pub mod error;
+pub mod format;
+pub mod id;
+pub mod index;
+pub mod ingest;
+pub mod pack;
+pub mod pipe;
+pub mod progress;
+pub mod rebuild;
+pub mod repo;
+pub mod restore;
+pub mod source;
+pub mod store;
+pub mod time;
+pub mod tree;
+
+pub use error::{Error, Result};
+pub use id::Id;
+pub use ingest::{IngestStats, SnapshotOutcome, SnapshotSpec, StreamInput};
+pub use repo::{InitOptions, Repo};

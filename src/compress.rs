@@ -1,0 +1,62 @@
+//! zstd with per-thread reusable contexts (creating a context per blob costs more than
+//! compressing a small blob).
+
+use std::cell::RefCell;
+
+thread_local! {
+    static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+}
+
+/// Compresses `data`; returns `None` when the result would not be smaller (store raw).
+pub fn compress(data: &[u8], level: i32) -> std::io::Result<Option<Vec<u8>>> {
+    COMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.as_ref().map(|(l, _)| *l) != Some(level) {
+            *slot = Some((level, zstd::bulk::Compressor::new(level)?));
+        }
+        let Some((_, c)) = slot.as_mut() else {
+            return Ok(None);
+        };
+        // Output bigger than the input is useless: cap the buffer and treat overflow as "raw".
+        let mut out = Vec::with_capacity(data.len());
+        match c.compress_to_buffer(data, &mut out) {
+            Ok(n) if n < data.len() => Ok(Some(out)),
+            Ok(_) => Ok(None),
+            Err(_) => Ok(None),
+        }
+    })
+}
+
+pub fn decompress_into(src: &[u8], dst: &mut [u8]) -> std::io::Result<usize> {
+    DECOMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(zstd::bulk::Decompressor::new()?);
+        }
+        match slot.as_mut() {
+            Some(d) => d.decompress_to_buffer(src, dst),
+            None => Err(std::io::Error::other("no zstd context")),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compressible_and_incompressible() {
+        let text = b"hello hello hello hello hello hello hello hello".repeat(100);
+        let c = compress(&text, 3).unwrap().expect("text compresses");
+        let mut back = vec![0u8; text.len()];
+        assert_eq!(decompress_into(&c, &mut back).unwrap(), text.len());
+        assert_eq!(back, text);
+        let noise: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let random = blake3::Hasher::new().update(&noise).finalize_xof();
+        let mut rnd = vec![0u8; 65536];
+        let mut r = random;
+        r.fill(&mut rnd);
+        assert!(compress(&rnd, 3).unwrap().is_none());
+    }
+}

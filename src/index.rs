@@ -1,0 +1,381 @@
+//! The SQLite index: blob → pack location, packs, snapshots.
+//!
+//! Everything here is derived from pack tables and manifests (`rebuild`), so the index is a cache
+//! that can be deleted. Transactions are short (one per pack or snapshot) so that several
+//! processes can write through SQLite's WAL with a busy timeout.
+
+use crate::error::{Error, Result};
+use crate::format::pack::PackEntry;
+use crate::format::{BlobKind, Compression};
+use crate::id::Id;
+use rusqlite::{Connection, OptionalExtension, params};
+use std::path::Path;
+use std::time::Duration;
+
+/// Schema version, stored in `PRAGMA user_version`.
+pub const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE packs (
+    pack_no    INTEGER PRIMARY KEY,
+    id         BLOB NOT NULL UNIQUE,
+    size       INTEGER NOT NULL,
+    blob_count INTEGER NOT NULL
+);
+CREATE TABLE blobs (
+    id          BLOB PRIMARY KEY,
+    pack_no     INTEGER NOT NULL REFERENCES packs(pack_no),
+    offset      INTEGER NOT NULL,
+    stored_len  INTEGER NOT NULL,
+    raw_len     INTEGER NOT NULL,
+    kind        INTEGER NOT NULL,
+    compression INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX blobs_by_pack ON blobs(pack_no);
+CREATE TABLE snapshots (
+    id       BLOB PRIMARY KEY,
+    time_ns  INTEGER NOT NULL,
+    kind     TEXT NOT NULL,
+    source   TEXT NOT NULL,
+    bytes    INTEGER NOT NULL,
+    manifest BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX snapshots_by_series ON snapshots(kind, source, time_ns);
+";
+
+/// Where a blob lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlobLocation {
+    pub pack: Id,
+    pub offset: u64,
+    pub stored_len: u32,
+    pub raw_len: u32,
+    pub kind: BlobKind,
+    pub compression: Compression,
+}
+
+#[derive(Clone, Debug)]
+pub struct SnapshotRow {
+    pub id: Id,
+    pub time_ns: i64,
+    pub kind: String,
+    pub source: String,
+    pub bytes: u64,
+    pub manifest: Vec<u8>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct IndexTotals {
+    pub snapshots: u64,
+    pub logical_bytes: u64,
+    pub unique_bytes: u64,
+    pub stored_blob_bytes: u64,
+    pub chunks: u64,
+    pub tree_blobs: u64,
+    pub packs: u64,
+    pub pack_bytes: u64,
+}
+
+pub struct Index {
+    conn: Connection,
+}
+
+fn sql_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn sql_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl Index {
+    /// Opens (creating if absent) the index at `path`, bound to repository `repo_id`.
+    /// Returns `Ok(None)` when the file exists but belongs to another repository or an older
+    /// schema, i.e. it must be rebuilt.
+    pub fn open(path: &Path, repo_id: &str) -> Result<Option<Index>> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(120))?;
+        // The index is only committed after the packs it points to are durable, and a manifest
+        // is only written after its index rows commit; FULL makes that commit itself durable.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version > SCHEMA_VERSION {
+            return Err(Error::Invalid(format!(
+                "index schema {version} is newer than this cairn supports ({SCHEMA_VERSION}); \
+                 upgrade cairn or run `cairn repo rebuild-index`"
+            )));
+        }
+        if version == 0 {
+            let tx = conn.unchecked_transaction()?;
+            // Another process may have created the schema since we read user_version.
+            let again: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+            if again == 0 {
+                tx.execute_batch(SCHEMA)?;
+                tx.execute(
+                    "INSERT INTO meta(key, value) VALUES ('repository', ?1)",
+                    [repo_id],
+                )?;
+                tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+            }
+            tx.commit()?;
+        }
+        let owner: Option<String> = conn
+            .query_row("SELECT value FROM meta WHERE key = 'repository'", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        if owner.as_deref() != Some(repo_id) {
+            return Ok(None);
+        }
+        Ok(Some(Index { conn }))
+    }
+
+    /// True once the index has been filled from the repository (a fresh, empty file is not).
+    pub fn is_complete(&self) -> Result<bool> {
+        Ok(self
+            .conn
+            .query_row("SELECT 1 FROM meta WHERE key = 'complete'", [], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+
+    pub fn mark_complete(&self) -> Result<()> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO meta(key, value) VALUES ('complete', '1')",
+            [],
+        )?;
+        Ok(())
+    }
+
+    pub fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    pub fn contains(&self, id: &Id) -> Result<bool> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT 1 FROM blobs WHERE id = ?1")?;
+        Ok(stmt.exists([&id.0[..]])?)
+    }
+
+    pub fn locate(&self, id: &Id) -> Result<Option<BlobLocation>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT p.id, b.offset, b.stored_len, b.raw_len, b.kind, b.compression
+             FROM blobs b JOIN packs p ON p.pack_no = b.pack_no WHERE b.id = ?1",
+        )?;
+        let row = stmt
+            .query_row([&id.0[..]], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, u8>(4)?,
+                    r.get::<_, u8>(5)?,
+                ))
+            })
+            .optional()?;
+        let Some((pack, offset, stored_len, raw_len, kind, compression)) = row else {
+            return Ok(None);
+        };
+        let bad = |what: &str| Error::corrupt("index", format!("blob {id}: bad {what}"));
+        Ok(Some(BlobLocation {
+            pack: Id::from_slice(&pack).ok_or_else(|| bad("pack id"))?,
+            offset: u64::try_from(offset).map_err(|_| bad("offset"))?,
+            stored_len: u32::try_from(stored_len).map_err(|_| bad("length"))?,
+            raw_len: u32::try_from(raw_len).map_err(|_| bad("length"))?,
+            kind: BlobKind::from_u8(kind).map_err(|_| bad("kind"))?,
+            compression: Compression::from_u8(compression).map_err(|_| bad("compression"))?,
+        }))
+    }
+
+    /// Records a durable pack and its blobs in one transaction. A blob already indexed in
+    /// another pack keeps its old location (the new copy is unreferenced and gc reclaims it).
+    pub fn add_pack(&self, pack: &Id, size: u64, entries: &[PackEntry]) -> Result<()> {
+        let tx = self.conn.unchecked_transaction()?;
+        insert_pack(&tx, pack, size, entries)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn add_snapshot(&self, row: &SnapshotRow) -> Result<()> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO snapshots(id, time_ns, kind, source, bytes, manifest)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                &row.id.0[..],
+                row.time_ns,
+                row.kind,
+                row.source,
+                sql_i64(row.bytes),
+                row.manifest
+            ],
+        )?;
+        Ok(())
+    }
+
+    pub fn remove_snapshot(&self, id: &Id) -> Result<()> {
+        self.conn
+            .execute("DELETE FROM snapshots WHERE id = ?1", [&id.0[..]])?;
+        Ok(())
+    }
+
+    pub fn snapshot_ids(&self) -> Result<Vec<Id>> {
+        let mut stmt = self.conn.prepare("SELECT id FROM snapshots")?;
+        let ids = stmt
+            .query_map([], |r| r.get::<_, Vec<u8>>(0))?
+            .filter_map(|r| r.ok().and_then(|b| Id::from_slice(&b)))
+            .collect();
+        Ok(ids)
+    }
+
+    /// Snapshots ordered by time, oldest first.
+    pub fn snapshots(&self) -> Result<Vec<SnapshotRow>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, time_ns, kind, source, bytes, manifest FROM snapshots ORDER BY time_ns, id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, Vec<u8>>(5)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, time_ns, kind, source, bytes, manifest) = row?;
+            let id = Id::from_slice(&id)
+                .ok_or_else(|| Error::corrupt("index", "snapshot row with a bad id"))?;
+            out.push(SnapshotRow {
+                id,
+                time_ns,
+                kind,
+                source,
+                bytes: sql_u64(bytes),
+                manifest,
+            });
+        }
+        Ok(out)
+    }
+
+    pub fn totals(&self) -> Result<IndexTotals> {
+        let (snapshots, logical): (i64, i64) = self.conn.query_row(
+            "SELECT count(*), coalesce(sum(bytes), 0) FROM snapshots",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let (chunks, unique, stored_data): (i64, i64, i64) = self.conn.query_row(
+            "SELECT count(*), coalesce(sum(raw_len), 0), coalesce(sum(stored_len), 0)
+             FROM blobs WHERE kind = 0",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
+        let (trees, stored_tree): (i64, i64) = self.conn.query_row(
+            "SELECT count(*), coalesce(sum(stored_len), 0) FROM blobs WHERE kind = 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let (packs, pack_bytes): (i64, i64) = self.conn.query_row(
+            "SELECT count(*), coalesce(sum(size), 0) FROM packs",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        Ok(IndexTotals {
+            snapshots: sql_u64(snapshots),
+            logical_bytes: sql_u64(logical),
+            unique_bytes: sql_u64(unique),
+            stored_blob_bytes: sql_u64(stored_data + stored_tree),
+            chunks: sql_u64(chunks),
+            tree_blobs: sql_u64(trees),
+            packs: sql_u64(packs),
+            pack_bytes: sql_u64(pack_bytes),
+        })
+    }
+
+    /// Packs known to the index with their recorded sizes.
+    pub fn packs(&self) -> Result<Vec<(Id, u64)>> {
+        let mut stmt = self.conn.prepare("SELECT id, size FROM packs")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, size) = row?;
+            let id =
+                Id::from_slice(&id).ok_or_else(|| Error::corrupt("index", "bad pack id"))?;
+            out.push((id, sql_u64(size)));
+        }
+        Ok(out)
+    }
+}
+
+fn insert_pack(
+    tx: &rusqlite::Transaction<'_>,
+    pack: &Id,
+    size: u64,
+    entries: &[PackEntry],
+) -> Result<()> {
+    tx.execute(
+        "INSERT OR IGNORE INTO packs(id, size, blob_count) VALUES (?1, ?2, ?3)",
+        params![&pack.0[..], sql_i64(size), entries.len() as i64],
+    )?;
+    let pack_no: i64 = tx.query_row(
+        "SELECT pack_no FROM packs WHERE id = ?1",
+        [&pack.0[..]],
+        |r| r.get(0),
+    )?;
+    let mut stmt = tx.prepare_cached(
+        "INSERT OR IGNORE INTO blobs(id, pack_no, offset, stored_len, raw_len, kind, compression)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    for e in entries {
+        stmt.execute(params![
+            &e.id.0[..],
+            pack_no,
+            sql_i64(e.offset),
+            e.stored_len,
+            e.raw_len,
+            e.kind as u8,
+            e.compression as u8
+        ])?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pack_rows_and_duplicates() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = Index::open(&dir.path().join("i.sqlite"), "r1").unwrap().unwrap();
+        let e = |n: u8, off| PackEntry {
+            id: Id::of(&[n]),
+            kind: BlobKind::Data,
+            compression: Compression::None,
+            offset: off,
+            stored_len: 4,
+            raw_len: 4,
+        };
+        let p1 = Id::of(b"p1");
+        let p2 = Id::of(b"p2");
+        idx.add_pack(&p1, 100, &[e(1, 8), e(2, 12)]).unwrap();
+        idx.add_pack(&p2, 100, &[e(2, 8)]).unwrap();
+        let loc = idx.locate(&Id::of(&[2])).unwrap().unwrap();
+        assert_eq!(loc.pack, p1, "first copy keeps its location");
+        assert_eq!(loc.offset, 12);
+        assert!(idx.locate(&Id::of(&[3])).unwrap().is_none());
+        let t = idx.totals().unwrap();
+        assert_eq!((t.chunks, t.packs, t.unique_bytes), (2, 2, 8));
+        drop(idx);
+        // Bound to its repository: another repository id means "rebuild".
+        assert!(Index::open(&dir.path().join("i.sqlite"), "r2").unwrap().is_none());
+    }
+}
