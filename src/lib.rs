@@ -1,1 +1,4 @@
 //! cairn: a content-addressed, deduplicating snapshot repository for Docker workloads.
+
+pub mod members;
+pub mod tarscan;
