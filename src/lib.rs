@@ -14,6 +14,7 @@ pub mod format;
 pub mod id;
 pub mod index;
 pub mod ingest;
+pub mod members;
 pub mod pack;
 pub mod pipe;
 pub mod progress;
@@ -22,6 +23,7 @@ pub mod repo;
 pub mod restore;
 pub mod source;
 pub mod store;
+pub mod tarscan;
 pub mod time;
 pub mod tree;
 
