@@ -12,6 +12,7 @@ use crate::format::manifest::{self, AddedStats, Manifest, MembersRef, StreamEntr
 use crate::format::tree::{ChildRef, TreeNode};
 use crate::format::{BlobKind, Compression};
 use crate::id::Id;
+use crate::members_ingest::{MemberRecorder, Recorded};
 use crate::pack::PackWriter;
 use crate::progress::Progress;
 use crate::repo::Repo;
@@ -207,21 +208,46 @@ impl<'r> SnapshotSession<'r> {
         if self.streams.iter().any(|s| s.name == input.name) {
             return Err(Error::Invalid(format!("duplicate stream name {:?}", input.name)));
         }
-        let scan = input.role == "tar";
-        // Member index recording is wired in with the tar scanner.
-        let mut members: Option<Box<dyn FnMut(&[u8]) + Send>> = if scan { None } else { None };
-        let stored = store_stream(
-            &mut self.blobs,
-            self.repo,
-            input.reader,
-            members.as_deref_mut(),
-            self.progress,
-        )?;
-        let members_ref: Option<MembersRef> = None;
-        let _ = members;
+        let mut role = input.role;
+        let mut recorder = if role == "tar" {
+            Some(MemberRecorder::new(&self.repo.layout)?)
+        } else {
+            None
+        };
+        let stored = {
+            let mut observe = recorder.as_mut().map(|r| move |b: &[u8]| r.observe(b));
+            store_stream(
+                &mut self.blobs,
+                self.repo,
+                input.reader,
+                observe.as_mut().map(|o| o as &mut (dyn FnMut(&[u8]) + Send)),
+                self.progress,
+            )?
+        };
+        let mut members_ref: Option<MembersRef> = None;
+        if let Some(rec) = recorder {
+            // The member index is stored like any stream, but the counters describe what was
+            // read: only the bytes it adds to packs are counted.
+            let before = self.blobs.stats;
+            let blobs = &mut self.blobs;
+            let repo = self.repo;
+            let recorded = rec.finish(|reader| {
+                let s = store_stream(blobs, repo, reader, None, &crate::progress::Silent)?;
+                Ok((s.root.id, s.root.len))
+            })?;
+            self.blobs.stats = IngestStats {
+                stored_bytes: self.blobs.stats.stored_bytes,
+                ..before
+            };
+            match recorded {
+                Recorded::Index(m) => members_ref = Some(m),
+                // Stored bit-exact all the same; it just cannot be listed or extracted.
+                Recorded::NotTar => role = "data".into(),
+            }
+        }
         self.streams.push(StreamEntry {
             name: input.name,
-            role: input.role,
+            role,
             root: stored.root.id,
             length: stored.root.len,
             digest: stored.digest,

@@ -15,6 +15,7 @@ pub mod id;
 pub mod index;
 pub mod ingest;
 pub mod members;
+pub mod members_ingest;
 pub mod pack;
 pub mod pipe;
 pub mod progress;

@@ -243,14 +243,6 @@ pub fn extract_stream(
             stream.name, stream.role
         )));
     }
-    if let Some(m) = &stream.members
-        && m.status == "not-tar"
-    {
-        return Err(Error::Invalid(format!(
-            "stream {:?} did not parse as a tar archive; use --output to restore its bytes",
-            stream.name
-        )));
-    }
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let (writer, reader) = crate::pipe::pipe(4);
     std::thread::scope(|scope| -> Result<()> {
