@@ -315,7 +315,7 @@ impl Index {
     }
 }
 
-fn insert_pack(
+pub(crate) fn insert_pack(
     tx: &rusqlite::Transaction<'_>,
     pack: &Id,
     size: u64,

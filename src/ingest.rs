@@ -13,7 +13,7 @@ use crate::format::tree::{ChildRef, TreeNode};
 use crate::format::{BlobKind, Compression};
 use crate::id::Id;
 use crate::members_ingest::{MemberRecorder, Recorded};
-use crate::pack::PackWriter;
+use crate::pack::{FinishedPack, PackWriter, SealedPack};
 use crate::progress::Progress;
 use crate::repo::Repo;
 use crate::store;
@@ -69,6 +69,7 @@ pub(crate) struct BlobWriter<'r> {
     repo: &'r Repo,
     data: Option<PackWriter>,
     tree: Option<PackWriter>,
+    finisher: Finisher,
     /// Blobs in this session's open packs (not yet in the index).
     pending: HashSet<Id>,
     pub(crate) stats: IngestStats,
@@ -80,6 +81,7 @@ impl<'r> BlobWriter<'r> {
             repo,
             data: None,
             tree: None,
+            finisher: Finisher::new(repo.layout.clone()),
             pending: HashSet::new(),
             stats: IngestStats::default(),
         }
@@ -118,13 +120,13 @@ impl<'r> BlobWriter<'r> {
         self.stats.stored_bytes += writer.len() - before;
         self.pending.insert(id);
         if writer.len() >= self.repo.config.pack_size {
-            self.flush_kind(kind)?;
+            self.close_pack(kind)?;
         }
         Ok(())
     }
 
-    /// Makes the open pack of `kind` durable and indexes it.
-    fn flush_kind(&mut self, kind: BlobKind) -> Result<()> {
+    /// Closes the open pack of `kind` and hands it to the finisher thread.
+    fn close_pack(&mut self, kind: BlobKind) -> Result<()> {
         let slot = match kind {
             BlobKind::Data => &mut self.data,
             BlobKind::Tree => &mut self.tree,
@@ -133,19 +135,111 @@ impl<'r> BlobWriter<'r> {
             return Ok(());
         };
         let before = writer.len();
-        let done = writer.finish(&self.repo.layout)?;
-        self.stats.stored_bytes += done.size - before;
-        // The pack is durable: now its blobs may be indexed (packs before index).
-        self.repo.index.add_pack(&done.id, done.size, &done.entries)?;
-        for e in &done.entries {
-            self.pending.remove(&e.id);
+        let sealed = writer.seal()?;
+        self.finisher.submit(sealed)?;
+        self.index_finished(false)?;
+        // Table and trailer are part of what this session added.
+        self.stats.stored_bytes += self.finisher.last_sealed_growth(before);
+        Ok(())
+    }
+
+    /// Indexes packs the finisher has made durable (packs before index); with `wait`, all.
+    fn index_finished(&mut self, wait: bool) -> Result<()> {
+        for done in self.finisher.collect(wait)? {
+            self.repo.index.add_pack(&done.id, done.size, &done.entries)?;
+            for e in &done.entries {
+                self.pending.remove(&e.id);
+            }
         }
         Ok(())
     }
 
+    /// Makes every pack of this session durable and indexed.
     pub(crate) fn flush(&mut self) -> Result<()> {
-        self.flush_kind(BlobKind::Data)?;
-        self.flush_kind(BlobKind::Tree)
+        self.close_pack(BlobKind::Data)?;
+        self.close_pack(BlobKind::Tree)?;
+        self.index_finished(true)
+    }
+}
+
+/// Makes sealed packs durable on a background thread, so that fsync does not stall hashing and
+/// compression. Packs come back in submission order once durable; only then are they indexed.
+struct Finisher {
+    tx: Option<crossbeam_channel::Sender<SealedPack>>,
+    rx: crossbeam_channel::Receiver<Result<FinishedPack>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    in_flight: usize,
+    last_size: u64,
+}
+
+/// Sealed packs waiting for fsync; bounds how far ingest may run ahead of the disk.
+const PACKS_IN_FLIGHT: usize = 2;
+
+impl Finisher {
+    fn new(layout: crate::store::Layout) -> Finisher {
+        let (tx, job_rx) = crossbeam_channel::bounded::<SealedPack>(PACKS_IN_FLIGHT);
+        let (done_tx, rx) = crossbeam_channel::unbounded();
+        let thread = std::thread::spawn(move || {
+            for sealed in job_rx.iter() {
+                if done_tx.send(sealed.commit(&layout)).is_err() {
+                    return;
+                }
+            }
+        });
+        Finisher {
+            tx: Some(tx),
+            rx,
+            thread: Some(thread),
+            in_flight: 0,
+            last_size: 0,
+        }
+    }
+
+    fn submit(&mut self, sealed: SealedPack) -> Result<()> {
+        self.last_size = sealed.size();
+        let tx = self
+            .tx
+            .as_ref()
+            .ok_or_else(|| Error::Invalid("pack finisher stopped".into()))?;
+        tx.send(sealed)
+            .map_err(|_| Error::Invalid("pack finisher stopped".into()))?;
+        self.in_flight += 1;
+        Ok(())
+    }
+
+    /// Bytes the last sealed pack grew by when its table was written.
+    fn last_sealed_growth(&self, len_before_seal: u64) -> u64 {
+        self.last_size.saturating_sub(len_before_seal)
+    }
+
+    fn collect(&mut self, wait: bool) -> Result<Vec<FinishedPack>> {
+        let mut out = Vec::new();
+        while self.in_flight > 0 {
+            let next = if wait {
+                self.rx
+                    .recv()
+                    .map_err(|_| Error::Invalid("pack finisher stopped".into()))?
+            } else {
+                match self.rx.try_recv() {
+                    Ok(r) => r,
+                    Err(_) => break,
+                }
+            };
+            self.in_flight -= 1;
+            out.push(next?);
+        }
+        Ok(out)
+    }
+}
+
+impl Drop for Finisher {
+    fn drop(&mut self) {
+        // Let queued packs finish (they become unreferenced packs for gc if the session failed)
+        // rather than leave the thread writing after we return.
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 
@@ -170,11 +264,15 @@ pub struct SnapshotSession<'r> {
     blobs: BlobWriter<'r>,
     streams: Vec<StreamEntry>,
     progress: &'r dyn Progress,
+    /// Keeps gc from deleting blobs this snapshot dedups against until the manifest is written.
+    /// Declared last so it is released after the pack finisher has stopped.
+    _lock: crate::lock::RepoLock,
 }
 
 impl Repo {
     pub fn begin_snapshot<'r>(&'r self, progress: &'r dyn Progress) -> Result<SnapshotSession<'r>> {
         Ok(SnapshotSession {
+            _lock: self.lock(crate::lock::LockKind::Shared, "snapshot")?,
             repo: self,
             blobs: BlobWriter::new(self),
             streams: Vec::new(),
@@ -294,7 +392,7 @@ impl<'r> SnapshotSession<'r> {
     }
 }
 
-fn hostname() -> String {
+pub fn hostname() -> String {
     let mut buf = [0u8; 256];
     // SAFETY: gethostname writes at most buf.len() bytes into buf.
     let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };

@@ -93,7 +93,13 @@ impl PackWriter {
 
     /// Writes the table, checks it decodes back to what was written, fsyncs, renames the pack to
     /// its content address and fsyncs the directory.
-    pub fn finish(mut self, layout: &Layout) -> Result<FinishedPack> {
+    pub fn finish(self, layout: &Layout) -> Result<FinishedPack> {
+        self.seal()?.commit(layout)
+    }
+
+    /// Completes the pack's bytes (table and trailer) without making it durable yet; the
+    /// expensive part, `SealedPack::commit`, can then run on another thread.
+    pub fn seal(mut self) -> Result<SealedPack> {
         let table = fmt::encode_table(&self.entries);
         let pack_len = self.offset + table.len() as u64;
         // Decode what we are about to write, so a bug in the encoder cannot produce a pack that
@@ -107,16 +113,37 @@ impl PackWriter {
         }
         self.write_raw(&table)?;
         let id = Id::from(self.hasher.finalize());
-        let tmp = self
+        let file = self
             .out
             .into_inner()
             .map_err(|e| Error::IoPlain(e.into_error()))?;
-        tmp.commit(&layout.pack(&id))?;
-        Ok(FinishedPack {
-            id,
-            size: pack_len,
-            entries: self.entries,
+        Ok(SealedPack {
+            file,
+            pack: FinishedPack {
+                id,
+                size: pack_len,
+                entries: self.entries,
+            },
         })
+    }
+}
+
+/// A complete pack still in `tmp/`.
+pub struct SealedPack {
+    file: TempFile,
+    pack: FinishedPack,
+}
+
+impl SealedPack {
+    pub fn size(&self) -> u64 {
+        self.pack.size
+    }
+
+    /// fsync, rename into `packs/`, fsync the directory: afterwards the pack is durable and may
+    /// be indexed.
+    pub fn commit(self, layout: &Layout) -> Result<FinishedPack> {
+        self.file.commit(&layout.pack(&self.pack.id))?;
+        Ok(self.pack)
     }
 }
 

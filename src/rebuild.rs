@@ -106,5 +106,11 @@ pub fn rebuild_repository_index(path: &std::path::Path) -> Result<RebuildReport>
             });
         }
     };
+    let _lock = crate::lock::RepoLock::acquire(
+        &layout,
+        crate::lock::LockKind::Exclusive,
+        "rebuild-index",
+        crate::repo::DEFAULT_LOCK_WAIT,
+    )?;
     rebuild_index(&layout, &cfg)
 }

@@ -25,6 +25,7 @@ pub const DEFAULT_CHUNKER: ChunkerParams = ChunkerParams {
 };
 pub const DEFAULT_PACK_SIZE: u64 = 16 << 20;
 pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
+pub const DEFAULT_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
 
 const README: &str = "This directory is a cairn repository: a content-addressed, deduplicating
 store of snapshots. Do not edit files in it by hand.
@@ -60,6 +61,8 @@ pub struct Repo {
     pub(crate) config: Config,
     pub(crate) index: Index,
     pub(crate) packs: PackFiles,
+    /// How long to wait for a conflicting lock before giving up.
+    pub(crate) lock_wait: std::time::Duration,
 }
 
 impl Repo {
@@ -132,6 +135,12 @@ impl Repo {
         let index = match open_index(&layout, &cfg)? {
             Some(index) => index,
             None => {
+                let _lock = crate::lock::RepoLock::acquire(
+                    &layout,
+                    crate::lock::LockKind::Exclusive,
+                    "rebuild-index",
+                    DEFAULT_LOCK_WAIT,
+                )?;
                 crate::rebuild::rebuild_index(&layout, &cfg)?;
                 open_index(&layout, &cfg)?.ok_or_else(|| {
                     Error::corrupt("index", "still unusable after a rebuild")
@@ -139,6 +148,7 @@ impl Repo {
             }
         };
         let repo = Repo {
+            lock_wait: DEFAULT_LOCK_WAIT,
             packs: PackFiles::new(layout.clone()),
             layout,
             config: cfg,
@@ -146,6 +156,14 @@ impl Repo {
         };
         repo.sync_snapshots()?;
         Ok(repo)
+    }
+
+    pub fn set_lock_wait(&mut self, wait: std::time::Duration) {
+        self.lock_wait = wait;
+    }
+
+    pub fn lock(&self, kind: crate::lock::LockKind, operation: &str) -> Result<crate::lock::RepoLock> {
+        crate::lock::RepoLock::acquire(&self.layout, kind, operation, self.lock_wait)
     }
 
     pub fn layout(&self) -> &Layout {

@@ -49,6 +49,45 @@ enum Command {
     },
     /// Restore a snapshot's bytes or unpack it.
     Restore(RestoreArgs),
+    /// Remove snapshots by id or by a retention policy (data is freed by `repo gc`).
+    Forget(ForgetArgs),
+}
+
+#[derive(Args)]
+struct ForgetArgs {
+    /// Snapshots to remove (ids, prefixes or `latest`); not combined with --keep-* rules.
+    snapshots: Vec<String>,
+    #[arg(long)]
+    keep_last: Option<usize>,
+    #[arg(long)]
+    keep_hourly: Option<usize>,
+    #[arg(long)]
+    keep_daily: Option<usize>,
+    #[arg(long)]
+    keep_weekly: Option<usize>,
+    #[arg(long)]
+    keep_monthly: Option<usize>,
+    #[arg(long)]
+    keep_yearly: Option<usize>,
+    /// Keep snapshots newer than the series' newest minus this duration (e.g. 2d12h, 1y6m, 3w).
+    #[arg(long)]
+    keep_within: Option<cairn::forget::Within>,
+    #[arg(long = "keep-tag")]
+    keep_tags: Vec<String>,
+    /// Only consider snapshots of this source.
+    #[arg(long)]
+    source: Option<String>,
+    /// Only consider snapshots of this kind.
+    #[arg(long)]
+    kind: Option<String>,
+    /// Show what would be kept and removed; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    #[arg(long)]
+    json: bool,
+    /// Run `repo gc` afterwards.
+    #[arg(long)]
+    gc: bool,
 }
 
 #[derive(Subcommand)]
@@ -62,6 +101,25 @@ enum RepoCommand {
     },
     /// Recreate index.sqlite from the packs and manifests.
     RebuildIndex,
+    /// Delete unused data: packs no snapshot needs, repack mostly-unused ones.
+    Gc(GcArgs),
+    /// Remove stale locks left by killed processes.
+    Unlock {
+        /// Remove all locks, also live ones (only when no cairn process runs).
+        #[arg(long)]
+        remove_all: bool,
+    },
+}
+
+#[derive(Args)]
+struct GcArgs {
+    #[arg(long)]
+    dry_run: bool,
+    /// Repack packs with more than this percentage unused.
+    #[arg(long, default_value_t = 10.0)]
+    max_unused: f64,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Clone)]
@@ -112,6 +170,12 @@ struct RestoreArgs {
 }
 
 pub fn main() -> ExitCode {
+    // Like other Unix tools, die quietly when a reader closes our stdout (`cairn ... | head`)
+    // instead of failing on EPIPE in the middle of printing.
+    // SAFETY: setting a signal disposition to SIG_DFL has no preconditions.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
@@ -171,6 +235,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 eprintln!("unreadable snapshot: {s}");
             }
         }
+        Command::Repo(RepoCommand::Gc(args)) => gc(&open(&cli)?, args, cli.quiet)?,
+        Command::Repo(RepoCommand::Unlock { remove_all }) => {
+            let path = repo_path(&cli)?;
+            let layout = cairn::store::Layout::new(path);
+            if !layout.config().exists() {
+                return Err(cairn::Error::NotARepository(path.to_path_buf()).into());
+            }
+            let removed = cairn::lock::unlock(&layout, *remove_all)?;
+            for info in &removed {
+                println!("removed {}", cairn::lock::describe(info));
+            }
+            println!("{} locks removed", removed.len());
+        }
+        Command::Forget(args) => forget(&open(&cli)?, args, cli.quiet)?,
         Command::Snapshot(cmd) => snapshot(&cli, cmd)?,
         Command::Snapshots { source, json } => list(&open(&cli)?, source.as_deref(), *json)?,
         Command::Restore(args) => restore(&open(&cli)?, args, cli.quiet)?,
@@ -353,6 +431,8 @@ fn stream_names(m: &Manifest) -> String {
 }
 
 fn restore(repo: &Repo, args: &RestoreArgs, quiet: bool) -> Result<()> {
+    // Held so that gc cannot delete packs while they are being read.
+    let _lock = repo.lock(cairn::lock::LockKind::Shared, "restore")?;
     let (_, m) = repo.resolve_snapshot(&args.snapshot)?;
     let bar = Bar::new(quiet);
     if let Some(dir) = &args.extract {
@@ -384,6 +464,106 @@ fn restore(repo: &Repo, args: &RestoreArgs, quiet: bool) -> Result<()> {
         stdout.flush()?;
     } else {
         cairn::restore::restore_to_file(repo, stream, output, &bar)?;
+    }
+    Ok(())
+}
+
+fn forget(repo: &Repo, args: &ForgetArgs, quiet: bool) -> Result<()> {
+    let policy = cairn::forget::KeepPolicy {
+        last: args.keep_last,
+        hourly: args.keep_hourly,
+        daily: args.keep_daily,
+        weekly: args.keep_weekly,
+        monthly: args.keep_monthly,
+        yearly: args.keep_yearly,
+        within: args.keep_within,
+        tags: args.keep_tags.clone(),
+    };
+    let _lock = repo.lock(cairn::lock::LockKind::Shared, "forget")?;
+    let plan = if !args.snapshots.is_empty() {
+        if !policy.is_empty() {
+            bail!("give snapshot ids or --keep-* rules, not both");
+        }
+        let mut remove = Vec::new();
+        for spec in &args.snapshots {
+            let (id, m) = repo.resolve_snapshot(spec)?;
+            remove.push(cairn::forget::Decision {
+                id,
+                time: m.time,
+                kind: m.kind,
+                source: m.source,
+                reasons: vec![],
+            });
+        }
+        cairn::forget::ForgetPlan { keep: vec![], remove }
+    } else {
+        if policy.is_empty() {
+            bail!("refusing to forget everything: give snapshot ids or at least one --keep-* rule");
+        }
+        let snaps: Vec<(Id, Manifest)> = repo
+            .snapshots()?
+            .into_iter()
+            .filter(|(_, m)| args.source.as_ref().is_none_or(|s| &m.source == s))
+            .filter(|(_, m)| args.kind.as_ref().is_none_or(|k| &m.kind == k))
+            .collect();
+        let offset = time::UtcOffset::current_local_offset().unwrap_or(time::UtcOffset::UTC);
+        cairn::forget::plan(&snaps, &policy, offset)?
+    };
+    if args.json {
+        let ids = |v: &[cairn::forget::Decision]| v.iter().map(|d| d.id).collect::<Vec<_>>();
+        let out = json!({
+            "keep": ids(&plan.keep),
+            "remove": ids(&plan.remove),
+            "dry_run": args.dry_run,
+            "decisions": {"keep": plan.keep, "remove": plan.remove},
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        for d in &plan.keep {
+            println!("keep    {}  {}  {} {}  ({})", d.id.short(), cairn::time::human(&d.time), d.kind, d.source, d.reasons.join(", "));
+        }
+        for d in &plan.remove {
+            println!("remove  {}  {}  {} {}", d.id.short(), cairn::time::human(&d.time), d.kind, d.source);
+        }
+        let verb = if args.dry_run { "would remove" } else { "removed" };
+        println!("{} snapshots kept, {verb} {}", plan.keep.len(), plan.remove.len());
+    }
+    if !args.dry_run {
+        let ids: Vec<Id> = plan.remove.iter().map(|d| d.id).collect();
+        repo.remove_snapshots(&ids)?;
+        if args.gc {
+            drop(_lock);
+            gc(repo, &GcArgs { dry_run: false, max_unused: 10.0, json: args.json }, quiet)?;
+        }
+    }
+    Ok(())
+}
+
+fn gc(repo: &Repo, args: &GcArgs, quiet: bool) -> Result<()> {
+    if !(0.0..=100.0).contains(&args.max_unused) {
+        bail!("--max-unused is a percentage from 0 to 100");
+    }
+    let bar = Bar::new(quiet);
+    let opts = cairn::gc::GcOptions {
+        dry_run: args.dry_run,
+        max_unused_percent: args.max_unused,
+        ..Default::default()
+    };
+    let r = cairn::gc::gc(repo, &opts, &bar)?;
+    drop(bar);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        let verb = if r.dry_run { "would free" } else { "freed" };
+        println!(
+            "{} packs deleted, {} rewritten into {} new; {verb} {} ({} -> {})",
+            r.packs_deleted,
+            r.packs_rewritten,
+            r.packs_written,
+            fmt::bytes(r.bytes_freed),
+            fmt::bytes(r.bytes_before),
+            fmt::bytes(r.bytes_after)
+        );
     }
     Ok(())
 }
