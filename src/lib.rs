@@ -7,6 +7,7 @@
 //! - primitives: [`format`] (on-disk encodings, no I/O), [`chunker`], [`tree`], [`id`]
 
 pub mod blobs;
+pub mod check;
 pub mod chunker;
 pub mod compress;
 pub mod error;
@@ -24,6 +25,7 @@ pub mod pack;
 pub mod pipe;
 pub mod progress;
 pub mod rebuild;
+pub mod repair;
 pub mod repo;
 pub mod restore;
 pub mod source;

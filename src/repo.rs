@@ -113,6 +113,12 @@ impl Repo {
         Repo::open(path)
     }
 
+    /// Opens a repository whose exclusive lock the caller already holds (repair), so that a
+    /// missing index is rebuilt without taking the lock again.
+    pub(crate) fn open_unlocked_for_repair(path: &Path) -> Result<Repo> {
+        Repo::open(path)
+    }
+
     pub fn open(path: &Path) -> Result<Repo> {
         let layout = Layout::new(path);
         let config_path = layout.config();
