@@ -1,1 +1,3 @@
 //! cairn: a content-addressed, deduplicating snapshot repository for Docker workloads.
+
+pub mod docker;
