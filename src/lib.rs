@@ -10,6 +10,7 @@ pub mod blobs;
 pub mod check;
 pub mod chunker;
 pub mod compress;
+pub mod docker;
 pub mod error;
 pub mod format;
 pub mod forget;
