@@ -74,7 +74,14 @@ impl PackFiles {
     pub fn read_blob(&self, id: &Id, loc: &BlobLocation) -> Result<Vec<u8>> {
         let stored = self.read_at(&loc.pack, loc.offset, loc.stored_len as usize)?;
         let mut out = vec![0u8; loc.raw_len as usize];
-        unpack_blob(&stored, loc.compression, loc.raw_len, id, &loc.pack, &mut out)?;
+        unpack_blob(
+            &stored,
+            loc.compression,
+            loc.raw_len,
+            id,
+            &loc.pack,
+            &mut out,
+        )?;
         Ok(out)
     }
 

@@ -23,7 +23,10 @@ pub enum ReadData {
     None,
     All,
     /// Slice `n` (1-based) of `m`: m runs with n = 1..=m together read every pack once.
-    Slice { n: u64, m: u64 },
+    Slice {
+        n: u64,
+        m: u64,
+    },
     /// A random fraction, in percent.
     Percent(f64),
 }
@@ -104,7 +107,9 @@ pub(crate) fn scan_pack(layout: &crate::store::Layout, id: &Id) -> Result<PackSc
             let start = e.offset as usize;
             let stored = &bytes[start..start + e.stored_len as usize];
             let mut out = vec![0u8; e.raw_len as usize];
-            if let Err(err) = crate::pack::unpack_blob(stored, e.compression, e.raw_len, &e.id, id, &mut out) {
+            if let Err(err) =
+                crate::pack::unpack_blob(stored, e.compression, e.raw_len, &e.id, id, &mut out)
+            {
                 bad_blobs.push((e.id, err.to_string()));
             }
         }
@@ -153,13 +158,18 @@ pub fn check(repo: &Repo, read_data: ReadData, progress: &dyn Progress) -> Resul
         progress.advance(1);
         let rows = pack_rows(repo, id)?;
         let Some(&actual) = disk_packs.get(id) else {
-            r.errors.push(format!("pack {id} is missing ({} indexed blobs lost)", rows.len()));
+            r.errors.push(format!(
+                "pack {id} is missing ({} indexed blobs lost)",
+                rows.len()
+            ));
             damaged_packs.insert(*id);
             bad_ids.extend(rows.iter().map(|e| e.id));
             continue;
         };
         if actual != *size {
-            r.errors.push(format!("pack {id} is {actual} bytes, the index says {size}"));
+            r.errors.push(format!(
+                "pack {id} is {actual} bytes, the index says {size}"
+            ));
             damaged_packs.insert(*id);
         }
         let path = repo.layout.pack(id);
@@ -216,7 +226,8 @@ pub fn check(repo: &Repo, read_data: ReadData, progress: &dyn Progress) -> Resul
         }
     }
     for id in crate::mark::unindexed_live(repo, usize::MAX)? {
-        r.errors.push(format!("blob {id} is referenced but not indexed"));
+        r.errors
+            .push(format!("blob {id} is referenced but not indexed"));
         bad_ids.insert(id);
     }
 
@@ -257,7 +268,8 @@ pub fn check(repo: &Repo, read_data: ReadData, progress: &dyn Progress) -> Resul
             }
             if !s.bad_blobs.is_empty() || !s.hash_ok {
                 if s.bad_blobs.is_empty() {
-                    r.errors.push(format!("pack {}: contents do not match its name", s.id));
+                    r.errors
+                        .push(format!("pack {}: contents do not match its name", s.id));
                 }
                 damaged_packs.insert(s.id);
             }
@@ -316,8 +328,13 @@ pub(crate) fn pack_rows(repo: &Repo, pack: &Id) -> Result<Vec<PackEntry>> {
     Ok(out)
 }
 
-/// True when any blob a snapshot needs is in `bad` (or cannot be read while walking).
-pub(crate) fn reaches_any(repo: &Repo, m: &crate::format::manifest::Manifest, bad: &HashSet<Id>) -> Result<bool> {
+/// True when any blob a snapshot needs is in `bad`, is not indexed, or cannot be read while
+/// walking.
+pub(crate) fn reaches_any(
+    repo: &Repo,
+    m: &crate::format::manifest::Manifest,
+    bad: &HashSet<Id>,
+) -> Result<bool> {
     let mut seen: HashSet<Id> = HashSet::new();
     for root in crate::mark::roots(m) {
         let mut stack = vec![root];
@@ -335,7 +352,7 @@ pub(crate) fn reaches_any(repo: &Repo, m: &crate::format::manifest::Manifest, ba
             for c in &node.children {
                 if node.level > 0 {
                     stack.push(c.id);
-                } else if bad.contains(&c.id) {
+                } else if bad.contains(&c.id) || !repo.index.contains(&c.id)? {
                     return Ok(true);
                 }
             }
@@ -362,12 +379,14 @@ pub fn verify_snapshot(
     let mut out = Vec::new();
     for s in &manifest.streams {
         progress.start(&format!("verify {}", s.name), Some(s.length));
-        let res = crate::restore::restore_stream(repo, s, &mut std::io::sink(), progress).and_then(|()| {
-            match &s.members {
-                Some(mr) => crate::restore::read_range(repo, &mr.root, 0, mr.length, &mut |_| Ok(())),
+        let res = crate::restore::restore_stream(repo, s, &mut std::io::sink(), progress).and_then(
+            |()| match &s.members {
+                Some(mr) => {
+                    crate::restore::read_range(repo, &mr.root, 0, mr.length, &mut |_| Ok(()))
+                }
                 None => Ok(()),
-            }
-        });
+            },
+        );
         out.push(StreamVerdict {
             name: s.name.clone(),
             bytes: s.length,

@@ -197,7 +197,10 @@ mod tests {
 
     fn noise(len: usize, seed: u8) -> Vec<u8> {
         let mut v = vec![0u8; len];
-        blake3::Hasher::new().update(&[seed]).finalize_xof().fill(&mut v);
+        blake3::Hasher::new()
+            .update(&[seed])
+            .finalize_xof()
+            .fill(&mut v);
         v
     }
 

@@ -52,7 +52,9 @@ mod tests {
         let mut back = vec![0u8; text.len()];
         assert_eq!(decompress_into(&c, &mut back).unwrap(), text.len());
         assert_eq!(back, text);
-        let noise: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let noise: Vec<u8> = (0..4096u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
         let random = blake3::Hasher::new().update(&noise).finalize_xof();
         let mut rnd = vec![0u8; 65536];
         let mut r = random;

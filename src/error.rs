@@ -31,7 +31,9 @@ pub enum Error {
     Corrupt { what: String, detail: String },
     #[error("blob {blob} in pack {pack} is damaged: {detail}")]
     DamagedBlob { blob: Id, pack: Id, detail: String },
-    #[error("blob {0} is not in the index (repository damaged or index stale; run `cairn repo check`)")]
+    #[error(
+        "blob {0} is not in the index (repository damaged or index stale; run `cairn repo check`)"
+    )]
     MissingBlob(Id),
     #[error("pack {0} is missing")]
     MissingPack(Id),
@@ -39,7 +41,9 @@ pub enum Error {
     NoSuchSnapshot(String),
     #[error("snapshot id prefix {0:?} is ambiguous ({1} snapshots match)")]
     AmbiguousSnapshot(String, usize),
-    #[error("stream {name:?} digest mismatch: manifest says {expected}, restored bytes hash to {actual}")]
+    #[error(
+        "stream {name:?} digest mismatch: manifest says {expected}, restored bytes hash to {actual}"
+    )]
     DigestMismatch {
         name: String,
         expected: Id,

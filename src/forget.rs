@@ -68,12 +68,18 @@ impl std::str::FromStr for Within {
                 'w' => w.days += 7 * n,
                 'd' => w.days += n,
                 'h' => w.hours += n,
-                _ => return Err(format!("bad duration unit {c:?} in {s:?} (use y, m, w, d, h)")),
+                _ => {
+                    return Err(format!(
+                        "bad duration unit {c:?} in {s:?} (use y, m, w, d, h)"
+                    ));
+                }
             }
             any = true;
         }
         if !num.is_empty() || !any {
-            return Err(format!("bad duration {s:?}: every number needs a unit (y, m, w, d, h)"));
+            return Err(format!(
+                "bad duration {s:?}: every number needs a unit (y, m, w, d, h)"
+            ));
         }
         Ok(w)
     }
@@ -82,7 +88,8 @@ impl std::str::FromStr for Within {
 impl Within {
     /// `t` minus this duration, with calendar months and years.
     fn before(&self, t: OffsetDateTime) -> OffsetDateTime {
-        let total_months = i64::from(t.year()) * 12 + i64::from(t.month() as u8) - 1
+        let total_months = i64::from(t.year()) * 12 + i64::from(t.month() as u8)
+            - 1
             - i64::from(self.years) * 12
             - i64::from(self.months);
         let year = i32::try_from(total_months.div_euclid(12)).unwrap_or(i32::MIN);
@@ -113,8 +120,13 @@ pub struct ForgetPlan {
 }
 
 /// Applies `policy` to every series among `snapshots` (newest first within each series).
-pub fn plan(snapshots: &[(Id, Manifest)], policy: &KeepPolicy, offset: UtcOffset) -> Result<ForgetPlan> {
-    let mut series: BTreeMap<(String, String), Vec<(Id, &Manifest, OffsetDateTime)>> = BTreeMap::new();
+pub fn plan(
+    snapshots: &[(Id, Manifest)],
+    policy: &KeepPolicy,
+    offset: UtcOffset,
+) -> Result<ForgetPlan> {
+    let mut series: BTreeMap<(String, String), Vec<(Id, &Manifest, OffsetDateTime)>> =
+        BTreeMap::new();
     for (id, m) in snapshots {
         let t = crate::time::parse_rfc3339(&m.time)
             .map_err(|_| Error::corrupt(format!("snapshot {id}"), "bad time"))?
@@ -136,13 +148,19 @@ pub fn plan(snapshots: &[(Id, Manifest)], policy: &KeepPolicy, offset: UtcOffset
         }
         type Bucket = fn(&OffsetDateTime) -> (i32, u32, u32, u32);
         let rules: [(&str, Option<usize>, Bucket); 5] = [
-            ("hourly", policy.hourly, |t| (t.year(), t.month() as u32, t.day().into(), t.hour().into())),
-            ("daily", policy.daily, |t| (t.year(), t.month() as u32, t.day().into(), 0)),
+            ("hourly", policy.hourly, |t| {
+                (t.year(), t.month() as u32, t.day().into(), t.hour().into())
+            }),
+            ("daily", policy.daily, |t| {
+                (t.year(), t.month() as u32, t.day().into(), 0)
+            }),
             ("weekly", policy.weekly, |t| {
                 let (y, w, _) = t.to_iso_week_date();
                 (y, w.into(), 0, 0)
             }),
-            ("monthly", policy.monthly, |t| (t.year(), t.month() as u32, 0, 0)),
+            ("monthly", policy.monthly, |t| {
+                (t.year(), t.month() as u32, 0, 0)
+            }),
             ("yearly", policy.yearly, |t| (t.year(), 0, 0, 0)),
         ];
         for (name, count, bucket) in rules {
@@ -170,7 +188,11 @@ pub fn plan(snapshots: &[(Id, Manifest)], policy: &KeepPolicy, offset: UtcOffset
             }
         }
         for (i, s) in snaps.iter().enumerate() {
-            let tags: Vec<&String> = s.1.tags.iter().filter(|t| policy.tags.contains(t)).collect();
+            let tags: Vec<&String> =
+                s.1.tags
+                    .iter()
+                    .filter(|t| policy.tags.contains(t))
+                    .collect();
             if !tags.is_empty() {
                 reasons[i].push(format!("tag {}", tags[0]));
             }
@@ -259,18 +281,49 @@ mod tests {
         ];
         let utc = UtcOffset::UTC;
         let p = |policy: KeepPolicy| kept(&plan(&snaps, &policy, utc).unwrap());
-        assert_eq!(p(KeepPolicy { last: Some(2), ..Default::default() }), vec![5, 6]);
+        assert_eq!(
+            p(KeepPolicy {
+                last: Some(2),
+                ..Default::default()
+            }),
+            vec![5, 6]
+        );
         // Newest of each of the last 2 days.
-        assert_eq!(p(KeepPolicy { daily: Some(2), ..Default::default() }), vec![4, 6]);
-        assert_eq!(p(KeepPolicy { daily: Some(10), ..Default::default() }), vec![2, 4, 6]);
-        assert_eq!(p(KeepPolicy { tags: vec!["keep".into()], ..Default::default() }), vec![4]);
+        assert_eq!(
+            p(KeepPolicy {
+                daily: Some(2),
+                ..Default::default()
+            }),
+            vec![4, 6]
+        );
+        assert_eq!(
+            p(KeepPolicy {
+                daily: Some(10),
+                ..Default::default()
+            }),
+            vec![2, 4, 6]
+        );
+        assert_eq!(
+            p(KeepPolicy {
+                tags: vec!["keep".into()],
+                ..Default::default()
+            }),
+            vec![4]
+        );
         // Within 1d of the newest (01-03 09:30): 01-02 09:30 onwards.
         assert_eq!(
-            p(KeepPolicy { within: Some("1d".parse().unwrap()), ..Default::default() }),
+            p(KeepPolicy {
+                within: Some("1d".parse().unwrap()),
+                ..Default::default()
+            }),
             vec![4, 5, 6]
         );
         assert_eq!(
-            p(KeepPolicy { last: Some(1), yearly: Some(1), ..Default::default() }),
+            p(KeepPolicy {
+                last: Some(1),
+                yearly: Some(1),
+                ..Default::default()
+            }),
             vec![6]
         );
     }
@@ -279,13 +332,20 @@ mod tests {
     fn duration_parsing() {
         assert_eq!(
             "2d12h".parse::<Within>().unwrap(),
-            Within { days: 2, hours: 12, ..Default::default() }
+            Within {
+                days: 2,
+                hours: 12,
+                ..Default::default()
+            }
         );
         assert_eq!("1y2m".parse::<Within>().unwrap().months, 2);
         assert!("12".parse::<Within>().is_err());
         assert!("3x".parse::<Within>().is_err());
         let t = crate::time::parse_rfc3339("2026-03-31T00:00:00Z").unwrap();
         let w: Within = "1m".parse().unwrap();
-        assert_eq!(crate::time::format_rfc3339(w.before(t)), "2026-02-28T00:00:00Z");
+        assert_eq!(
+            crate::time::format_rfc3339(w.before(t)),
+            "2026-02-28T00:00:00Z"
+        );
     }
 }

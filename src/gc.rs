@@ -83,7 +83,9 @@ pub fn gc(repo: &Repo, opts: &GcOptions, progress: &dyn Progress) -> Result<GcRe
             crate::mark::mark_tree(repo, root, &mut stats, &mut |node, e| {
                 Err(Error::corrupt(
                     format!("snapshot {sid}"),
-                    format!("tree node {node} cannot be read ({e}); gc stopped, nothing deleted: run `cairn repo check`"),
+                    format!(
+                        "tree node {node} cannot be read ({e}); gc stopped, nothing deleted: run `cairn repo check`"
+                    ),
                 ))
             })?;
         }
@@ -93,7 +95,9 @@ pub fn gc(repo: &Repo, opts: &GcOptions, progress: &dyn Progress) -> Result<GcRe
     if let Some(first) = missing.first() {
         return Err(Error::corrupt(
             "repository",
-            format!("blob {first} is referenced by a snapshot but not indexed; gc stopped, nothing deleted: run `cairn repo check`"),
+            format!(
+                "blob {first} is referenced by a snapshot but not indexed; gc stopped, nothing deleted: run `cairn repo check`"
+            ),
         ));
     }
 
@@ -128,7 +132,10 @@ pub fn gc(repo: &Repo, opts: &GcOptions, progress: &dyn Progress) -> Result<GcRe
     }
 
     // Copy live blobs of mostly-dead packs into new, durable packs.
-    progress.start("gc: repacking", Some(repack.iter().map(|u| u.live_bytes).sum()));
+    progress.start(
+        "gc: repacking",
+        Some(repack.iter().map(|u| u.live_bytes).sum()),
+    );
     let new_packs = rewrite(repo, &repack, progress)?;
     report.packs_written = new_packs.len() as u64;
 
@@ -177,7 +184,9 @@ fn adopt_unindexed_packs(repo: &Repo, on_disk: &[(Id, u64)]) -> Result<u64> {
             continue;
         }
         let path = repo.layout.pack(id);
-        let Ok(file) = fs::File::open(&path) else { continue };
+        let Ok(file) = fs::File::open(&path) else {
+            continue;
+        };
         if let Ok(entries) = crate::pack::read_table(&file, *len, id) {
             repo.index.add_pack(id, *len, &entries)?;
             adopted += 1;
@@ -231,7 +240,14 @@ fn rewrite(repo: &Repo, packs: &[&PackUse], progress: &dyn Progress) -> Result<V
         )?;
         let rows: Vec<(Vec<u8>, i64, i64, i64, u8, u8)> = stmt
             .query_map(params![u.pack_no], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
             })?
             .collect::<rusqlite::Result<_>>()?;
         for (id, offset, stored_len, raw_len, kind, compression) in rows {

@@ -307,8 +307,7 @@ impl Index {
         let mut out = Vec::new();
         for row in rows {
             let (id, size) = row?;
-            let id =
-                Id::from_slice(&id).ok_or_else(|| Error::corrupt("index", "bad pack id"))?;
+            let id = Id::from_slice(&id).ok_or_else(|| Error::corrupt("index", "bad pack id"))?;
             out.push((id, sql_u64(size)));
         }
         Ok(out)
@@ -355,7 +354,9 @@ mod tests {
     #[test]
     fn pack_rows_and_duplicates() {
         let dir = tempfile::tempdir().unwrap();
-        let idx = Index::open(&dir.path().join("i.sqlite"), "r1").unwrap().unwrap();
+        let idx = Index::open(&dir.path().join("i.sqlite"), "r1")
+            .unwrap()
+            .unwrap();
         let e = |n: u8, off| PackEntry {
             id: Id::of(&[n]),
             kind: BlobKind::Data,
@@ -376,6 +377,10 @@ mod tests {
         assert_eq!((t.chunks, t.packs, t.unique_bytes), (2, 2, 8));
         drop(idx);
         // Bound to its repository: another repository id means "rebuild".
-        assert!(Index::open(&dir.path().join("i.sqlite"), "r2").unwrap().is_none());
+        assert!(
+            Index::open(&dir.path().join("i.sqlite"), "r2")
+                .unwrap()
+                .is_none()
+        );
     }
 }

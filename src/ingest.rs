@@ -146,7 +146,9 @@ impl<'r> BlobWriter<'r> {
     /// Indexes packs the finisher has made durable (packs before index); with `wait`, all.
     fn index_finished(&mut self, wait: bool) -> Result<()> {
         for done in self.finisher.collect(wait)? {
-            self.repo.index.add_pack(&done.id, done.size, &done.entries)?;
+            self.repo
+                .index
+                .add_pack(&done.id, done.size, &done.entries)?;
             for e in &done.entries {
                 self.pending.remove(&e.id);
             }
@@ -304,7 +306,10 @@ pub(crate) struct StoredStream {
 impl<'r> SnapshotSession<'r> {
     pub fn add_stream(&mut self, input: StreamInput<'_>) -> Result<&StreamEntry> {
         if self.streams.iter().any(|s| s.name == input.name) {
-            return Err(Error::Invalid(format!("duplicate stream name {:?}", input.name)));
+            return Err(Error::Invalid(format!(
+                "duplicate stream name {:?}",
+                input.name
+            )));
         }
         let mut role = input.role;
         let mut recorder = if role == "tar" {
@@ -318,7 +323,9 @@ impl<'r> SnapshotSession<'r> {
                 &mut self.blobs,
                 self.repo,
                 input.reader,
-                observe.as_mut().map(|o| o as &mut (dyn FnMut(&[u8]) + Send)),
+                observe
+                    .as_mut()
+                    .map(|o| o as &mut (dyn FnMut(&[u8]) + Send)),
                 self.progress,
             )?
         };
@@ -416,7 +423,8 @@ pub(crate) fn store_stream(
     let level = repo.config.compression.level;
     let mut tree = TreeBuilder::new();
     let mut digest = blake3::Hasher::new();
-    let (batch_tx, batch_rx) = crossbeam_channel::bounded::<std::io::Result<Batch>>(BATCHES_IN_FLIGHT);
+    let (batch_tx, batch_rx) =
+        crossbeam_channel::bounded::<std::io::Result<Batch>>(BATCHES_IN_FLIGHT);
     let (recycle_tx, recycle_rx) = crossbeam_channel::bounded::<Vec<u8>>(BATCHES_IN_FLIGHT + 1);
 
     std::thread::scope(|scope| -> Result<()> {
@@ -493,7 +501,13 @@ fn process_batch(
         .collect();
     for (&i, stored) in new_idx.iter().zip(compressed) {
         let stored = stored.map_err(|e| Error::Invalid(format!("zstd: {e}")))?;
-        blobs.put(ids[i], BlobKind::Data, chunks[i].len(), stored.as_deref(), chunks[i])?;
+        blobs.put(
+            ids[i],
+            BlobKind::Data,
+            chunks[i].len(),
+            stored.as_deref(),
+            chunks[i],
+        )?;
         blobs.stats.new_chunks += 1;
         blobs.stats.new_bytes += chunks[i].len() as u64;
     }

@@ -53,7 +53,12 @@ pub struct RepoLock {
 
 impl RepoLock {
     /// Takes a lock, waiting up to `wait` for conflicting locks to go away.
-    pub fn acquire(layout: &Layout, kind: LockKind, operation: &str, wait: Duration) -> Result<RepoLock> {
+    pub fn acquire(
+        layout: &Layout,
+        kind: LockKind,
+        operation: &str,
+        wait: Duration,
+    ) -> Result<RepoLock> {
         let me = LockInfo {
             kind,
             operation: operation.to_string(),
@@ -73,7 +78,9 @@ impl RepoLock {
             let conflicts: Vec<LockInfo> = list(layout)?
                 .into_iter()
                 .filter(|(p, info, stale)| {
-                    p != &path && !stale && (kind == LockKind::Exclusive || info.kind == LockKind::Exclusive)
+                    p != &path
+                        && !stale
+                        && (kind == LockKind::Exclusive || info.kind == LockKind::Exclusive)
                 })
                 .map(|(_, info, _)| info)
                 .collect();
@@ -204,7 +211,13 @@ fn unique_suffix() -> u64 {
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
-    let h = blake3::hash(&[nanos.to_le_bytes().as_slice(), &std::process::id().to_le_bytes()].concat());
+    let h = blake3::hash(
+        &[
+            nanos.to_le_bytes().as_slice(),
+            &std::process::id().to_le_bytes(),
+        ]
+        .concat(),
+    );
     u64::from_le_bytes(h.as_bytes()[..8].try_into().unwrap_or([0; 8]))
 }
 
@@ -224,14 +237,20 @@ mod tests {
         let (_d, l) = layout();
         let a = RepoLock::acquire(&l, LockKind::Shared, "a", Duration::ZERO).unwrap();
         let _b = RepoLock::acquire(&l, LockKind::Shared, "b", Duration::ZERO).unwrap();
-        let err = RepoLock::acquire(&l, LockKind::Exclusive, "gc", Duration::ZERO).err().unwrap();
+        let err = RepoLock::acquire(&l, LockKind::Exclusive, "gc", Duration::ZERO)
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("shared lock for a"), "{err}");
         drop(a);
         drop(_b);
         let x = RepoLock::acquire(&l, LockKind::Exclusive, "gc", Duration::ZERO).unwrap();
         assert!(RepoLock::acquire(&l, LockKind::Shared, "s", Duration::ZERO).is_err());
         drop(x);
-        assert_eq!(fs::read_dir(l.locks()).unwrap().count(), 0, "locks removed on drop");
+        assert_eq!(
+            fs::read_dir(l.locks()).unwrap().count(),
+            0,
+            "locks removed on drop"
+        );
     }
 
     #[test]
@@ -266,8 +285,13 @@ mod tests {
         };
         let p = l.locks().join("remote");
         fs::write(&p, serde_json::to_vec(&info).unwrap()).unwrap();
-        assert!(RepoLock::acquire(&l, LockKind::Shared, "s", Duration::ZERO).is_err(), "fresh remote lock holds");
-        let old = filetime::FileTime::from_system_time(SystemTime::now() - STALE_AFTER - Duration::from_secs(5));
+        assert!(
+            RepoLock::acquire(&l, LockKind::Shared, "s", Duration::ZERO).is_err(),
+            "fresh remote lock holds"
+        );
+        let old = filetime::FileTime::from_system_time(
+            SystemTime::now() - STALE_AFTER - Duration::from_secs(5),
+        );
         filetime::set_file_mtime(&p, old).unwrap();
         assert!(RepoLock::acquire(&l, LockKind::Shared, "s", Duration::ZERO).is_ok());
     }

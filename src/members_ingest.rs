@@ -70,7 +70,9 @@ impl MemberRecorder {
         store: impl FnOnce(Box<dyn std::io::Read + Send>) -> Result<(Id, u64)>,
     ) -> Result<Recorded> {
         if let Some(f) = self.failure {
-            return Err(Error::Invalid(format!("recording the tar member index: {f}")));
+            return Err(Error::Invalid(format!(
+                "recording the tar member index: {f}"
+            )));
         }
         let status = match self.scanner.finish() {
             ScanStatus::NotTar => return Ok(Recorded::NotTar),

@@ -199,7 +199,9 @@ pub fn unpack_blob(
             let n = crate::compress::decompress_into(stored, out)
                 .map_err(|e| damaged(format!("cannot decompress: {e}")))?;
             if n != out.len() {
-                return Err(damaged(format!("decompressed to {n} bytes, expected {raw_len}")));
+                return Err(damaged(format!(
+                    "decompressed to {n} bytes, expected {raw_len}"
+                )));
             }
         }
     }

@@ -136,6 +136,9 @@ mod tests {
         t.join().unwrap();
         let (w, mut r) = pipe(1);
         drop(w);
-        assert!(r.read_to_end(&mut Vec::new()).is_err(), "drop without close is an error");
+        assert!(
+            r.read_to_end(&mut Vec::new()).is_err(),
+            "drop without close is an error"
+        );
     }
 }

@@ -60,9 +60,7 @@ pub fn rebuild_index(layout: &Layout, cfg: &Config) -> Result<RebuildReport> {
         }
         index.mark_complete()?;
         // Leave a single self-contained file: no WAL to carry along in the rename.
-        index
-            .conn()
-            .pragma_update(None, "journal_mode", "DELETE")?;
+        index.conn().pragma_update(None, "journal_mode", "DELETE")?;
     }
     let dest = layout.index();
     // The old index's WAL must not be replayed into the new file.
@@ -97,15 +95,16 @@ pub fn rebuild_repository_index(path: &std::path::Path) -> Result<RebuildReport>
         }
         Err(e) => return Err(Error::io(config_path, e)),
     };
-    let cfg = match crate::format::config::decode(&bytes).map_err(|e| Error::corrupt("config", e.0))? {
-        crate::format::config::Decoded::Ok(c) => c,
-        crate::format::config::Decoded::Newer { found } => {
-            return Err(Error::NewerFormat {
-                found,
-                supported: crate::format::config::VERSION,
-            });
-        }
-    };
+    let cfg =
+        match crate::format::config::decode(&bytes).map_err(|e| Error::corrupt("config", e.0))? {
+            crate::format::config::Decoded::Ok(c) => c,
+            crate::format::config::Decoded::Newer { found } => {
+                return Err(Error::NewerFormat {
+                    found,
+                    supported: crate::format::config::VERSION,
+                });
+            }
+        };
     let _lock = crate::lock::RepoLock::acquire(
         &layout,
         crate::lock::LockKind::Exclusive,

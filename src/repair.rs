@@ -32,7 +32,11 @@ pub struct RepairReport {
     pub incomplete_snapshots: Vec<Id>,
 }
 
-pub fn repair(path: &std::path::Path, dry_run: bool, progress: &dyn Progress) -> Result<RepairReport> {
+pub fn repair(
+    path: &std::path::Path,
+    dry_run: bool,
+    progress: &dyn Progress,
+) -> Result<RepairReport> {
     let mut report = RepairReport {
         dry_run,
         ..Default::default()
@@ -56,7 +60,10 @@ pub fn repair(path: &std::path::Path, dry_run: bool, progress: &dyn Progress) ->
 
     // 1. Packs.
     let packs = layout.list_packs()?;
-    progress.start("repair: reading packs", Some(packs.iter().map(|(_, l)| l).sum()));
+    progress.start(
+        "repair: reading packs",
+        Some(packs.iter().map(|(_, l)| l).sum()),
+    );
     let mut salvage_writer: [Option<PackWriter>; 2] = [None, None];
     let mut salvaged: HashSet<Id> = HashSet::new();
     for (id, len) in &packs {
@@ -144,7 +151,11 @@ pub fn repair(path: &std::path::Path, dry_run: bool, progress: &dyn Progress) ->
     }
     if !dry_run {
         quarantine_manifests(&layout, &report.incomplete_snapshots)?;
-        for id in report.incomplete_snapshots.iter().chain(&report.quarantined_manifests) {
+        for id in report
+            .incomplete_snapshots
+            .iter()
+            .chain(&report.quarantined_manifests)
+        {
             repo.index.remove_snapshot(id)?;
         }
     }

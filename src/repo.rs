@@ -104,9 +104,7 @@ impl Repo {
             },
             pack_size: opts.pack_size,
         };
-        cfg.chunker
-            .validate()
-            .map_err(|e| Error::Invalid(e.0))?;
+        cfg.chunker.validate().map_err(|e| Error::Invalid(e.0))?;
         store::write_atomic(&layout, &layout.readme(), README.as_bytes())?;
         // The config is written last: a directory without one is not (yet) a repository.
         store::write_atomic(&layout, &layout.config(), &config::encode(&cfg))?;
@@ -148,9 +146,8 @@ impl Repo {
                     DEFAULT_LOCK_WAIT,
                 )?;
                 crate::rebuild::rebuild_index(&layout, &cfg)?;
-                open_index(&layout, &cfg)?.ok_or_else(|| {
-                    Error::corrupt("index", "still unusable after a rebuild")
-                })?
+                open_index(&layout, &cfg)?
+                    .ok_or_else(|| Error::corrupt("index", "still unusable after a rebuild"))?
             }
         };
         let repo = Repo {
@@ -168,7 +165,11 @@ impl Repo {
         self.lock_wait = wait;
     }
 
-    pub fn lock(&self, kind: crate::lock::LockKind, operation: &str) -> Result<crate::lock::RepoLock> {
+    pub fn lock(
+        &self,
+        kind: crate::lock::LockKind,
+        operation: &str,
+    ) -> Result<crate::lock::RepoLock> {
         crate::lock::RepoLock::acquire(&self.layout, kind, operation, self.lock_wait)
     }
 
@@ -197,7 +198,8 @@ impl Repo {
         for id in on_disk.difference(&indexed) {
             // A manifest that does not parse is left to `repo check`; it is not listed.
             if let Ok(m) = self.read_manifest(id) {
-                self.index.add_snapshot(&snapshot_row(*id, &m, self.manifest_bytes(id)?)?)?;
+                self.index
+                    .add_snapshot(&snapshot_row(*id, &m, self.manifest_bytes(id)?)?)?;
             }
         }
         for id in indexed.difference(&on_disk) {
@@ -238,11 +240,15 @@ impl Repo {
     pub fn resolve_snapshot(&self, spec: &str) -> Result<(Id, Manifest)> {
         let rows = self.index.snapshots()?;
         let row = if spec == "latest" {
-            rows.last()
-                .ok_or_else(|| Error::NoSuchSnapshot("latest (the repository has no snapshots)".into()))?
+            rows.last().ok_or_else(|| {
+                Error::NoSuchSnapshot("latest (the repository has no snapshots)".into())
+            })?
         } else {
             let spec_lc = spec.to_ascii_lowercase();
-            if spec_lc.len() < 8 || spec_lc.len() > 64 || !spec_lc.bytes().all(|b| b.is_ascii_hexdigit()) {
+            if spec_lc.len() < 8
+                || spec_lc.len() > 64
+                || !spec_lc.bytes().all(|b| b.is_ascii_hexdigit())
+            {
                 return Err(Error::Invalid(format!(
                     "snapshot {spec:?}: give a full id, at least 8 hex digits of one, or `latest`"
                 )));

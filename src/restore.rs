@@ -36,22 +36,31 @@ pub fn restore_stream(
 ) -> Result<()> {
     let mut hasher = blake3::Hasher::new();
     let mut written: u64 = 0;
-    read_range(repo, &stream.root, 0, stream.length, &mut |bytes: &[u8]| {
-        if bytes.len() >= 1 << 20 {
-            hasher.update_rayon(bytes);
-        } else {
-            hasher.update(bytes);
-        }
-        written += bytes.len() as u64;
-        out.write_all(bytes)
-            .map_err(|e| Error::Invalid(format!("writing output: {e}")))?;
-        progress.advance(bytes.len() as u64);
-        Ok(())
-    })?;
+    read_range(
+        repo,
+        &stream.root,
+        0,
+        stream.length,
+        &mut |bytes: &[u8]| {
+            if bytes.len() >= 1 << 20 {
+                hasher.update_rayon(bytes);
+            } else {
+                hasher.update(bytes);
+            }
+            written += bytes.len() as u64;
+            out.write_all(bytes)
+                .map_err(|e| Error::Invalid(format!("writing output: {e}")))?;
+            progress.advance(bytes.len() as u64);
+            Ok(())
+        },
+    )?;
     if written != stream.length {
         return Err(Error::corrupt(
             format!("stream {:?}", stream.name),
-            format!("tree holds {written} bytes, manifest says {}", stream.length),
+            format!(
+                "tree holds {written} bytes, manifest says {}",
+                stream.length
+            ),
         ));
     }
     let actual = Id::from(hasher.finalize());
@@ -140,7 +149,12 @@ struct Wanted<'w> {
     targets: Vec<&'w mut [u8]>,
 }
 
-fn fill_window(packs: &PackFiles, leaves: &[Leaf], locs: &[BlobLocation], buf: &mut [u8]) -> Result<()> {
+fn fill_window(
+    packs: &PackFiles,
+    leaves: &[Leaf],
+    locs: &[BlobLocation],
+    buf: &mut [u8],
+) -> Result<()> {
     let mut wanted: Vec<Wanted<'_>> = Vec::new();
     let mut by_id: HashMap<Id, usize> = HashMap::new();
     let mut rest = buf;
@@ -288,7 +302,10 @@ impl Write for WriteInto<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         match self.0 {
             Some(w) => w.write(buf),
-            None => Err(std::io::Error::new(std::io::ErrorKind::BrokenPipe, "closed")),
+            None => Err(std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "closed",
+            )),
         }
     }
     fn flush(&mut self) -> std::io::Result<()> {

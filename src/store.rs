@@ -94,7 +94,11 @@ impl Layout {
             };
             for entry in entries {
                 let entry = entry.at(&dir)?;
-                if let Some(id) = entry.file_name().to_str().and_then(|s| s.parse::<Id>().ok()) {
+                if let Some(id) = entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|s| s.parse::<Id>().ok())
+                {
                     let len = entry.metadata().at(&entry.path())?.len();
                     out.push((id, len));
                 }
@@ -109,7 +113,11 @@ impl Layout {
         let mut out = Vec::new();
         for entry in fs::read_dir(&dir).at(&dir)? {
             let entry = entry.at(&dir)?;
-            if let Some(id) = entry.file_name().to_str().and_then(|s| s.parse::<Id>().ok()) {
+            if let Some(id) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<Id>().ok())
+            {
                 out.push(id);
             }
         }

@@ -8,7 +8,8 @@ pub fn now_rfc3339() -> String {
 }
 
 pub fn format_rfc3339(t: OffsetDateTime) -> String {
-    t.format(&Rfc3339).unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
+    t.format(&Rfc3339)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
 }
 
 pub fn parse_rfc3339(s: &str) -> Result<OffsetDateTime, time::error::Parse> {

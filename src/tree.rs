@@ -84,7 +84,8 @@ impl TreeBuilder {
             if pending > 0 || is_top {
                 let children = std::mem::take(&mut self.levels[level]);
                 let node = TreeNode {
-                    level: u8::try_from(level).map_err(|_| Error::Invalid("tree too deep".into()))?,
+                    level: u8::try_from(level)
+                        .map_err(|_| Error::Invalid("tree too deep".into()))?,
                     children,
                 };
                 let len = node.total_len();
@@ -175,7 +176,11 @@ impl<'a> LeafWalker<'a> {
             if node.total_len() != child.len {
                 return Err(Error::corrupt(
                     format!("tree node {}", child.id),
-                    format!("covers {} bytes, parent says {}", node.total_len(), child.len),
+                    format!(
+                        "covers {} bytes, parent says {}",
+                        node.total_len(),
+                        child.len
+                    ),
                 ));
             }
             self.stack.push((node.children, 0, child_start, node.level));
@@ -200,7 +205,11 @@ mod tests {
     }
     impl NodeSource for MemNodes {
         fn read_node(&self, id: &Id) -> Result<TreeNode> {
-            self.0.borrow().get(id).cloned().ok_or(Error::MissingBlob(*id))
+            self.0
+                .borrow()
+                .get(id)
+                .cloned()
+                .ok_or(Error::MissingBlob(*id))
         }
     }
 
@@ -208,7 +217,14 @@ mod tests {
         let mut b = TreeBuilder::new();
         let mut sink = nodes;
         for (n, len) in leaves {
-            b.push(ChildRef { id: Id::of(&n.to_le_bytes()), len: *len }, &mut sink).unwrap();
+            b.push(
+                ChildRef {
+                    id: Id::of(&n.to_le_bytes()),
+                    len: *len,
+                },
+                &mut sink,
+            )
+            .unwrap();
         }
         b.finish(&mut sink).unwrap()
     }

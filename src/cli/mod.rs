@@ -19,7 +19,11 @@ const EXIT_FAILURE: u8 = 1;
 const EXIT_DAMAGE: u8 = 3;
 
 #[derive(Parser)]
-#[command(name = "cairn", version, about = "Deduplicating, verifiable snapshots of Docker state")]
+#[command(
+    name = "cairn",
+    version,
+    about = "Deduplicating, verifiable snapshots of Docker state"
+)]
 struct Cli {
     /// Repository directory.
     #[arg(short = 'r', long = "repo", env = "CAIRN_REPO", global = true)]
@@ -49,6 +53,12 @@ enum Command {
     },
     /// Restore a snapshot's bytes or unpack it.
     Restore(RestoreArgs),
+    /// Reassemble a snapshot's streams without writing them and check every digest.
+    Verify {
+        snapshot: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Remove snapshots by id or by a retention policy (data is freed by `repo gc`).
     Forget(ForgetArgs),
 }
@@ -103,6 +113,24 @@ enum RepoCommand {
     RebuildIndex,
     /// Delete unused data: packs no snapshot needs, repack mostly-unused ones.
     Gc(GcArgs),
+    /// Verify the repository: structure, and with --read-data every byte.
+    Check {
+        /// Read, decompress and re-hash every blob.
+        #[arg(long, conflicts_with = "read_data_subset")]
+        read_data: bool,
+        /// Read a subset: `n/m` (slice n of m; m runs cover everything) or a percentage (`5%`).
+        #[arg(long)]
+        read_data_subset: Option<cairn::check::ReadData>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a damaged repository consistent: salvage intact blobs, quarantine the rest.
+    Repair {
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Remove stale locks left by killed processes.
     Unlock {
         /// Remove all locks, also live ones (only when no cairn process runs).
@@ -249,6 +277,87 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("{} locks removed", removed.len());
         }
         Command::Forget(args) => forget(&open(&cli)?, args, cli.quiet)?,
+        Command::Repo(RepoCommand::Check {
+            read_data,
+            read_data_subset,
+            json,
+        }) => {
+            let mode = match (read_data, read_data_subset) {
+                (true, _) => cairn::check::ReadData::All,
+                (false, Some(subset)) => *subset,
+                (false, None) => cairn::check::ReadData::None,
+            };
+            return check(&open(&cli)?, mode, *json, cli.quiet);
+        }
+        Command::Repo(RepoCommand::Repair { dry_run, json }) => {
+            let bar = Bar::new(cli.quiet);
+            let r = cairn::repair::repair(repo_path(&cli)?, *dry_run, &bar)?;
+            drop(bar);
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                let verb = |done: &str, plan: &str| {
+                    if r.dry_run {
+                        plan.to_string()
+                    } else {
+                        done.to_string()
+                    }
+                };
+                for p in &r.quarantined_packs {
+                    println!(
+                        "{} damaged pack {p}",
+                        verb("quarantined", "would quarantine")
+                    );
+                }
+                for s in &r.quarantined_manifests {
+                    println!(
+                        "{} unreadable manifest {s}",
+                        verb("quarantined", "would quarantine")
+                    );
+                }
+                for s in &r.incomplete_snapshots {
+                    println!(
+                        "{} snapshot {s}: it can no longer be restored in full",
+                        verb("removed", "would remove")
+                    );
+                }
+                println!(
+                    "{} intact blobs salvaged, {} lost; {} packs, {} manifests and {} snapshots set aside in quarantine/",
+                    r.salvaged_blobs,
+                    r.lost_blobs,
+                    r.quarantined_packs.len(),
+                    r.quarantined_manifests.len(),
+                    r.incomplete_snapshots.len()
+                );
+            }
+        }
+        Command::Verify { snapshot, json } => {
+            let repo = open(&cli)?;
+            let (id, m) = repo.resolve_snapshot(snapshot)?;
+            let bar = Bar::new(cli.quiet);
+            let verdicts = cairn::check::verify_snapshot(&repo, &m, &bar)?;
+            drop(bar);
+            let ok = verdicts.iter().all(|v| v.ok);
+            if *json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &json!({"id": id, "ok": ok, "streams": verdicts})
+                    )?
+                );
+            } else {
+                for v in &verdicts {
+                    match &v.error {
+                        None => println!("ok      {} ({})", v.name, fmt::bytes(v.bytes)),
+                        Some(e) => println!("FAILED  {}: {e}", v.name),
+                    }
+                }
+                println!("snapshot {id}: {}", if ok { "verified" } else { "DAMAGED" });
+            }
+            if !ok {
+                return Ok(ExitCode::from(EXIT_DAMAGE));
+            }
+        }
         Command::Snapshot(cmd) => snapshot(&cli, cmd)?,
         Command::Snapshots { source, json } => list(&open(&cli)?, source.as_deref(), *json)?,
         Command::Restore(args) => restore(&open(&cli)?, args, cli.quiet)?,
@@ -446,7 +555,11 @@ fn restore(repo: &Repo, args: &RestoreArgs, quiet: bool) -> Result<()> {
         let several = streams.len() > 1;
         for s in streams {
             // A bundle extracts each tar stream into its own subdirectory.
-            let target = if several { dir.join(&s.name) } else { dir.clone() };
+            let target = if several {
+                dir.join(&s.name)
+            } else {
+                dir.clone()
+            };
             cairn::progress::Progress::start(&bar, &format!("extract {}", s.name), Some(s.length));
             cairn::restore::extract_stream(repo, s, &target, &bar)?;
         }
@@ -495,7 +608,10 @@ fn forget(repo: &Repo, args: &ForgetArgs, quiet: bool) -> Result<()> {
                 reasons: vec![],
             });
         }
-        cairn::forget::ForgetPlan { keep: vec![], remove }
+        cairn::forget::ForgetPlan {
+            keep: vec![],
+            remove,
+        }
     } else {
         if policy.is_empty() {
             bail!("refusing to forget everything: give snapshot ids or at least one --keep-* rule");
@@ -520,20 +636,49 @@ fn forget(repo: &Repo, args: &ForgetArgs, quiet: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         for d in &plan.keep {
-            println!("keep    {}  {}  {} {}  ({})", d.id.short(), cairn::time::human(&d.time), d.kind, d.source, d.reasons.join(", "));
+            println!(
+                "keep    {}  {}  {} {}  ({})",
+                d.id.short(),
+                cairn::time::human(&d.time),
+                d.kind,
+                d.source,
+                d.reasons.join(", ")
+            );
         }
         for d in &plan.remove {
-            println!("remove  {}  {}  {} {}", d.id.short(), cairn::time::human(&d.time), d.kind, d.source);
+            println!(
+                "remove  {}  {}  {} {}",
+                d.id.short(),
+                cairn::time::human(&d.time),
+                d.kind,
+                d.source
+            );
         }
-        let verb = if args.dry_run { "would remove" } else { "removed" };
-        println!("{} snapshots kept, {verb} {}", plan.keep.len(), plan.remove.len());
+        let verb = if args.dry_run {
+            "would remove"
+        } else {
+            "removed"
+        };
+        println!(
+            "{} snapshots kept, {verb} {}",
+            plan.keep.len(),
+            plan.remove.len()
+        );
     }
     if !args.dry_run {
         let ids: Vec<Id> = plan.remove.iter().map(|d| d.id).collect();
         repo.remove_snapshots(&ids)?;
         if args.gc {
             drop(_lock);
-            gc(repo, &GcArgs { dry_run: false, max_unused: 10.0, json: args.json }, quiet)?;
+            gc(
+                repo,
+                &GcArgs {
+                    dry_run: false,
+                    max_unused: 10.0,
+                    json: args.json,
+                },
+                quiet,
+            )?;
         }
     }
     Ok(())
@@ -568,6 +713,41 @@ fn gc(repo: &Repo, args: &GcArgs, quiet: bool) -> Result<()> {
     Ok(())
 }
 
+fn check(repo: &Repo, mode: cairn::check::ReadData, json: bool, quiet: bool) -> Result<ExitCode> {
+    let bar = Bar::new(quiet);
+    let r = cairn::check::check(repo, mode, &bar)?;
+    drop(bar);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        for w in &r.warnings {
+            println!("warning: {w}");
+        }
+        for e in &r.errors {
+            println!("error: {e}");
+        }
+        for p in &r.damaged_packs {
+            println!("damaged pack: {p}");
+        }
+        for s in &r.damaged_snapshots {
+            println!("damaged snapshot: {s} (cannot be restored in full)");
+        }
+        println!(
+            "{} snapshots, {} packs checked; {} packs ({}) read: {}",
+            r.snapshots,
+            r.packs,
+            r.packs_read,
+            fmt::bytes(r.bytes_read),
+            if r.ok { "no errors" } else { "DAMAGE FOUND" }
+        );
+    }
+    Ok(if r.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_DAMAGE)
+    })
+}
+
 fn raw_stdout() -> std::mem::ManuallyDrop<std::fs::File> {
     use std::os::fd::FromRawFd;
     // SAFETY: fd 1 is open for the life of the process; ManuallyDrop keeps it from being closed.
@@ -598,8 +778,16 @@ fn stats(repo: &Repo, json: bool) -> Result<()> {
     } else {
         println!("snapshots       {}", t.snapshots);
         println!("logical bytes   {}", fmt::bytes(t.logical_bytes));
-        println!("unique bytes    {} in {} chunks", fmt::bytes(t.unique_bytes), t.chunks);
-        println!("stored bytes    {} in {} packs", fmt::bytes(stored_bytes), on_disk.len());
+        println!(
+            "unique bytes    {} in {} chunks",
+            fmt::bytes(t.unique_bytes),
+            t.chunks
+        );
+        println!(
+            "stored bytes    {} in {} packs",
+            fmt::bytes(stored_bytes),
+            on_disk.len()
+        );
         println!("ratio           {dedup:.2}x (logical / stored)");
     }
     Ok(())

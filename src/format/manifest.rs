@@ -127,7 +127,9 @@ mod tests {
         assert_eq!(decode(&bytes).unwrap(), m);
         assert!(decode(b"{}").is_err());
         assert!(decode(&bytes[..bytes.len() / 2]).is_err());
-        let newer = String::from_utf8(bytes).unwrap().replace("\"version\": 1", "\"version\": 2");
+        let newer = String::from_utf8(bytes)
+            .unwrap()
+            .replace("\"version\": 1", "\"version\": 2");
         assert!(decode(newer.as_bytes()).unwrap_err().0.contains("newer"));
     }
 }

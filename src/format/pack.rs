@@ -77,7 +77,9 @@ pub fn decode_trailer(bytes: &[u8]) -> Result<Trailer, FormatError> {
                 bytes[47]
             )));
         }
-        return Err(FormatError::new("pack trailer magic missing (truncated or not a pack)"));
+        return Err(FormatError::new(
+            "pack trailer magic missing (truncated or not a pack)",
+        ));
     }
     let entry_count = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
     if entry_count > MAX_ENTRIES {

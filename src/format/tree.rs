@@ -118,7 +118,13 @@ mod tests {
 
     #[test]
     fn rejects_trailing_and_truncated() {
-        let node = TreeNode { level: 0, children: vec![ChildRef { id: Id::of(b"a"), len: 5 }] };
+        let node = TreeNode {
+            level: 0,
+            children: vec![ChildRef {
+                id: Id::of(b"a"),
+                len: 5,
+            }],
+        };
         let mut bytes = node.encode();
         bytes.push(0);
         assert!(TreeNode::decode(&bytes).is_err());

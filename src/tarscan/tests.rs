@@ -361,7 +361,10 @@ fn gnu_tar_formats() {
         let stream = gnu_tar_with_raw(dir.path(), &[format], names);
         check_gnu_tar_archive(dir.path(), &stream, true, true);
         let (members, _) = scan(&stream);
-        assert_eq!(find(&members, b"longlink").link_target, long_target.as_bytes());
+        assert_eq!(
+            find(&members, b"longlink").link_target,
+            long_target.as_bytes()
+        );
     }
 }
 
