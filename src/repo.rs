@@ -79,8 +79,6 @@ impl Repo {
                 path.display()
             )));
         }
-        fs::create_dir_all(path).at(path)?;
-        layout.create_dirs()?;
         let mut id = [0u8; 16];
         let seed = format!(
             "{:?}{}{}",
@@ -105,6 +103,9 @@ impl Repo {
             pack_size: opts.pack_size,
         };
         cfg.chunker.validate().map_err(|e| Error::Invalid(e.0))?;
+        // Only now that the parameters are known to be valid does anything touch the disk.
+        fs::create_dir_all(path).at(path)?;
+        layout.create_dirs()?;
         store::write_atomic(&layout, &layout.readme(), README.as_bytes())?;
         // The config is written last: a directory without one is not (yet) a repository.
         store::write_atomic(&layout, &layout.config(), &config::encode(&cfg))?;

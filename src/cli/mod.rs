@@ -103,7 +103,7 @@ struct ForgetArgs {
 #[derive(Subcommand)]
 enum RepoCommand {
     /// Create a new repository.
-    Init,
+    Init(InitArgs),
     /// Sizes and deduplication.
     Stats {
         #[arg(long)]
@@ -137,6 +137,19 @@ enum RepoCommand {
         #[arg(long)]
         remove_all: bool,
     },
+}
+
+#[derive(Args)]
+struct InitArgs {
+    /// Average chunk size in bytes (min = avg/4, max = avg×4). Fixed for the repository's life.
+    #[arg(long, default_value_t = cairn::repo::DEFAULT_CHUNKER.avg_size)]
+    chunk_size: u32,
+    /// Target pack file size in bytes.
+    #[arg(long, default_value_t = cairn::repo::DEFAULT_PACK_SIZE)]
+    pack_size: u64,
+    /// zstd compression level (1–22).
+    #[arg(long, default_value_t = cairn::repo::DEFAULT_ZSTD_LEVEL)]
+    compression_level: i32,
 }
 
 #[derive(Args)]
@@ -239,9 +252,20 @@ fn open(cli: &Cli) -> Result<Repo> {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match &cli.command {
-        Command::Repo(RepoCommand::Init) => {
+        Command::Repo(RepoCommand::Init(args)) => {
             let path = repo_path(&cli)?;
-            let repo = Repo::init(path, &InitOptions::default())?;
+            let avg = args.chunk_size;
+            let opts = InitOptions {
+                chunker: cairn::format::config::ChunkerParams {
+                    min_size: (avg / 4) & !1,
+                    avg_size: avg,
+                    max_size: avg.saturating_mul(4),
+                    ..cairn::repo::DEFAULT_CHUNKER
+                },
+                zstd_level: args.compression_level,
+                pack_size: args.pack_size,
+            };
+            let repo = Repo::init(path, &opts)?;
             println!(
                 "created cairn repository {} at {}",
                 repo.config().id,
