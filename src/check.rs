@@ -146,7 +146,7 @@ pub fn check(repo: &Repo, read_data: ReadData, progress: &dyn Progress) -> Resul
     let indexed = repo.index.packs()?;
     r.packs = disk_packs.len() as u64;
     let indexed_ids: HashSet<Id> = indexed.iter().map(|(id, _)| *id).collect();
-    for (id, _) in &disk_packs {
+    for id in disk_packs.keys() {
         if !indexed_ids.contains(id) {
             r.warnings.push(format!(
                 "pack {id} is not in the index (left by an interrupted write; `repo gc` reclaims or adopts it)"

@@ -125,8 +125,8 @@ pub fn plan(
     policy: &KeepPolicy,
     offset: UtcOffset,
 ) -> Result<ForgetPlan> {
-    let mut series: BTreeMap<(String, String), Vec<(Id, &Manifest, OffsetDateTime)>> =
-        BTreeMap::new();
+    type Series<'m> = BTreeMap<(String, String), Vec<(Id, &'m Manifest, OffsetDateTime)>>;
+    let mut series: Series<'_> = BTreeMap::new();
     for (id, m) in snapshots {
         let t = crate::time::parse_rfc3339(&m.time)
             .map_err(|_| Error::corrupt(format!("snapshot {id}"), "bad time"))?

@@ -24,7 +24,6 @@ pub struct GcOptions {
     pub dry_run: bool,
     /// Repack a pack when more than this percentage of it is unused.
     pub max_unused_percent: f64,
-    pub lock_wait: std::time::Duration,
 }
 
 impl Default for GcOptions {
@@ -32,7 +31,6 @@ impl Default for GcOptions {
         GcOptions {
             dry_run: false,
             max_unused_percent: 10.0,
-            lock_wait: std::time::Duration::from_secs(600),
         }
     }
 }
@@ -56,12 +54,24 @@ struct PackUse {
     pack_no: i64,
     id: Id,
     size: u64,
+    /// Entries in the pack's table (indexed or not).
+    entries: u64,
     live_blobs: u64,
     live_bytes: u64,
 }
 
+impl PackUse {
+    /// Bytes of blobs nobody needs: everything but live blobs, header, table and trailer.
+    fn unused_bytes(&self) -> u64 {
+        let overhead = crate::format::pack::HEADER_LEN
+            + self.entries * crate::format::pack::ENTRY_LEN as u64
+            + crate::format::pack::TRAILER_LEN as u64;
+        self.size.saturating_sub(self.live_bytes + overhead)
+    }
+}
+
 pub fn gc(repo: &Repo, opts: &GcOptions, progress: &dyn Progress) -> Result<GcReport> {
-    let _lock = RepoLock::acquire(&repo.layout, LockKind::Exclusive, "gc", opts.lock_wait)?;
+    let _lock = RepoLock::acquire(&repo.layout, LockKind::Exclusive, "gc", repo.lock_wait)?;
     let mut report = GcReport {
         dry_run: opts.dry_run,
         ..Default::default()
@@ -115,7 +125,7 @@ pub fn gc(repo: &Repo, opts: &GcOptions, progress: &dyn Progress) -> Result<GcRe
         if u.live_blobs == 0 {
             delete.push(u);
         } else {
-            let unused = u.size.saturating_sub(u.live_bytes) as f64 / u.size.max(1) as f64;
+            let unused = u.unused_bytes() as f64 / u.size.max(1) as f64;
             if unused * 100.0 > opts.max_unused_percent {
                 repack.push(u);
             }
@@ -125,8 +135,8 @@ pub fn gc(repo: &Repo, opts: &GcOptions, progress: &dyn Progress) -> Result<GcRe
     report.packs_rewritten = repack.len() as u64;
     let old_bytes: u64 = delete.iter().chain(&repack).map(|u| u.size).sum();
     if opts.dry_run {
-        let kept_live: u64 = repack.iter().map(|u| u.live_bytes).sum();
-        report.bytes_freed = old_bytes.saturating_sub(kept_live);
+        let kept: u64 = repack.iter().map(|u| u.size - u.unused_bytes()).sum();
+        report.bytes_freed = old_bytes.saturating_sub(kept);
         report.bytes_after = report.bytes_before - report.bytes_freed;
         return Ok(report);
     }
@@ -153,9 +163,12 @@ pub fn gc(repo: &Repo, opts: &GcOptions, progress: &dyn Progress) -> Result<GcRe
         tx.commit()?;
     }
 
-    // Last: delete the old files.
+    // Last: delete the old files. Packs are named by content, so a rewrite can reproduce the name
+    // of a pack being deleted (e.g. redoing the work of a gc killed before its index commit):
+    // such a file is the new pack and must stay.
+    let written: HashSet<Id> = new_packs.iter().map(|p| p.id).collect();
     let mut dirs = HashSet::new();
-    for u in &old {
+    for u in old.iter().filter(|u| !written.contains(&u.id)) {
         let path = repo.layout.pack(&u.id);
         match fs::remove_file(&path) {
             Ok(()) => {}
@@ -197,7 +210,7 @@ fn adopt_unindexed_packs(repo: &Repo, on_disk: &[(Id, u64)]) -> Result<u64> {
 
 fn pack_usage(repo: &Repo) -> Result<Vec<PackUse>> {
     let mut stmt = repo.index.conn().prepare(
-        "SELECT p.pack_no, p.id, p.size, count(l.id), coalesce(sum(CASE WHEN l.id IS NULL THEN 0 ELSE b.stored_len END), 0)
+        "SELECT p.pack_no, p.id, p.size, p.blob_count, count(l.id), coalesce(sum(CASE WHEN l.id IS NULL THEN 0 ELSE b.stored_len END), 0)
          FROM packs p
          LEFT JOIN blobs b ON b.pack_no = p.pack_no
          LEFT JOIN temp.live l ON l.id = b.id
@@ -210,15 +223,17 @@ fn pack_usage(repo: &Repo) -> Result<Vec<PackUse>> {
             r.get::<_, i64>(2)?,
             r.get::<_, i64>(3)?,
             r.get::<_, i64>(4)?,
+            r.get::<_, i64>(5)?,
         ))
     })?;
     let mut out = Vec::new();
     for row in rows {
-        let (pack_no, id, size, live_blobs, live_bytes) = row?;
+        let (pack_no, id, size, entries, live_blobs, live_bytes) = row?;
         out.push(PackUse {
             pack_no,
             id: Id::from_slice(&id).ok_or_else(|| Error::corrupt("index", "bad pack id"))?,
             size: u64::try_from(size).unwrap_or(0),
+            entries: u64::try_from(entries).unwrap_or(0),
             live_blobs: u64::try_from(live_blobs).unwrap_or(0),
             live_bytes: u64::try_from(live_bytes).unwrap_or(0),
         });

@@ -410,13 +410,16 @@ pub fn hostname() -> String {
     String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
+/// Sees every byte of a stream, in order, on the reader thread.
+pub(crate) type Observer<'o> = dyn FnMut(&[u8]) + Send + 'o;
+
 /// Stores one stream and returns its tree root and digest. `observe` sees every byte in order
 /// (on the reader thread), e.g. to build a tar member index.
 pub(crate) fn store_stream(
     blobs: &mut BlobWriter<'_>,
     repo: &Repo,
     reader: Box<dyn Read + Send + '_>,
-    mut observe: Option<&mut (dyn FnMut(&[u8]) + Send + '_)>,
+    mut observe: Option<&mut Observer<'_>>,
     progress: &dyn Progress,
 ) -> Result<StoredStream> {
     let chunker = Chunker::new(&repo.config.chunker);

@@ -13,9 +13,10 @@
 //! every process writes before it looks, two conflicting processes cannot both proceed.
 
 use crate::error::{Error, Result};
-use crate::store::{Layout, fsync_dir, write_atomic};
+use crate::store::{Layout, fsync_dir};
 use serde::{Deserialize, Serialize};
 use std::fs;
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -74,7 +75,7 @@ impl RepoLock {
         let bytes = serde_json::to_vec_pretty(&me).map_err(|e| Error::Invalid(e.to_string()))?;
         let deadline = SystemTime::now() + wait;
         loop {
-            write_atomic(layout, &path, &bytes)?;
+            write_lock_file(&dir, &name, &bytes)?;
             let conflicts: Vec<LockInfo> = list(layout)?
                 .into_iter()
                 .filter(|(p, info, stale)| {
@@ -161,6 +162,9 @@ pub fn list(layout: &Layout) -> Result<Vec<(PathBuf, LockInfo, bool)>> {
     let me = crate::ingest::hostname();
     for entry in entries {
         let entry = entry.map_err(|e| Error::io(&dir, e))?;
+        if entry.file_name().as_encoded_bytes().starts_with(b".") {
+            continue; // being written
+        }
         let path = entry.path();
         let Ok(meta) = entry.metadata() else { continue };
         let age = meta
@@ -168,12 +172,19 @@ pub fn list(layout: &Layout) -> Result<Vec<(PathBuf, LockInfo, bool)>> {
             .ok()
             .and_then(|m| SystemTime::now().duration_since(m).ok())
             .unwrap_or(Duration::ZERO);
-        let Some(info) = fs::read(&path)
+        // A lock file we cannot read is treated as a live exclusive lock until its mtime goes
+        // stale: ignoring it could let two conflicting processes proceed.
+        let info = fs::read(&path)
             .ok()
             .and_then(|b| serde_json::from_slice::<LockInfo>(&b).ok())
-        else {
-            continue;
-        };
+            .unwrap_or_else(|| LockInfo {
+                kind: LockKind::Exclusive,
+                operation: format!("unknown (unreadable lock file {})", path.display()),
+                host: String::new(),
+                pid: 0,
+                process_start: String::new(),
+                created: String::new(),
+            });
         let dead_here = info.host == me
             && !info.process_start.is_empty()
             && process_start(info.pid).as_deref() != Some(info.process_start.as_str());
@@ -181,6 +192,20 @@ pub fn list(layout: &Layout) -> Result<Vec<(PathBuf, LockInfo, bool)>> {
         out.push((path, info, stale));
     }
     Ok(out)
+}
+
+/// Writes a lock file crash-safely. It is staged inside `locks/` (as a dot file, which readers
+/// skip) rather than in `tmp/`, because a process taking a lock holds none yet, so gc may be
+/// clearing `tmp/` at that very moment.
+fn write_lock_file(dir: &std::path::Path, name: &str, bytes: &[u8]) -> Result<()> {
+    let staged = dir.join(format!(".{name}.tmp"));
+    let dest = dir.join(name);
+    let mut f = fs::File::create(&staged).map_err(|e| Error::io(&staged, e))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| Error::io(&staged, e))?;
+    fs::rename(&staged, &dest).map_err(|e| Error::io(&dest, e))?;
+    fsync_dir(dir)
 }
 
 /// Removes stale locks (or all locks with `all`); returns what was removed.

@@ -44,7 +44,8 @@ impl TreeBuilder {
         let children = &mut self.levels[level];
         children.push(child);
         let n = children.len();
-        let cut = (n >= MIN_CHILDREN && child.id.low_u32() % FANOUT == 0) || n >= MAX_CHILDREN;
+        let cut =
+            (n >= MIN_CHILDREN && child.id.low_u32().is_multiple_of(FANOUT)) || n >= MAX_CHILDREN;
         if cut {
             self.close(level, sink)?;
         }

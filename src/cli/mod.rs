@@ -31,6 +31,9 @@ struct Cli {
     /// No progress output.
     #[arg(short, long, global = true)]
     quiet: bool,
+    /// Seconds to wait for a conflicting lock (e.g. a running gc) before giving up.
+    #[arg(long, env = "CAIRN_LOCK_WAIT", global = true, default_value_t = 600)]
+    lock_wait: u64,
     #[command(subcommand)]
     command: Command,
 }
@@ -247,7 +250,9 @@ fn repo_path(cli: &Cli) -> Result<&Path> {
 }
 
 fn open(cli: &Cli) -> Result<Repo> {
-    Ok(Repo::open(repo_path(cli)?)?)
+    let mut repo = Repo::open(repo_path(cli)?)?;
+    repo.set_lock_wait(std::time::Duration::from_secs(cli.lock_wait));
+    Ok(repo)
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
@@ -716,7 +721,6 @@ fn gc(repo: &Repo, args: &GcArgs, quiet: bool) -> Result<()> {
     let opts = cairn::gc::GcOptions {
         dry_run: args.dry_run,
         max_unused_percent: args.max_unused,
-        ..Default::default()
     };
     let r = cairn::gc::gc(repo, &opts, &bar)?;
     drop(bar);
