@@ -123,20 +123,22 @@ impl<R: Read> BatchReader<R> {
         data.extend_from_slice(&self.carry);
         self.carry.clear();
         let mut at_end = false;
-        while data.len() < self.batch_size {
-            let filled = data.len();
-            data.resize(self.batch_size, 0);
+        // Grow once and fill in place: pipes return 64 KiB per read, and re-zeroing the rest of
+        // the buffer on every read would cost far more than the data.
+        let mut filled = data.len();
+        data.resize(self.batch_size, 0);
+        while filled < self.batch_size {
             match self.source.read(&mut data[filled..]) {
                 Ok(0) => {
-                    data.truncate(filled);
                     at_end = true;
                     break;
                 }
-                Ok(n) => data.truncate(filled + n),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => data.truncate(filled),
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
+        data.truncate(filled);
         let mut ends = Vec::with_capacity(data.len() / 8192 + 1);
         let covered = self.chunker.cut(&data, at_end, &mut ends);
         self.carry.extend_from_slice(&data[covered..]);
