@@ -61,3 +61,20 @@ for series in rootfs db; do
     done
 done
 ls -l *.tar | awk '{print $5, $9}'
+
+# Pack size: number of files and what gc must rewrite after forgetting the oldest generations.
+printf '\n%-10s %8s %14s %14s %14s\n' pack_size packs gc_rewritten gc_freed stored_after
+for ps in 4194304 16777216 67108864; do
+    repo="repo-pack-$ps"; rm -rf "$repo"
+    "$cairn" -q -r "$repo" repo init --pack-size $ps >/dev/null
+    for t in $(ls rootfs-*.tar | sort -V); do "$cairn" -q -r "$repo" snapshot tar "$t" >/dev/null; done
+    packs=$("$cairn" -r "$repo" repo stats --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["packs"])')
+    "$cairn" -q -r "$repo" forget --keep-last 2 >/dev/null
+    "$cairn" -q -r "$repo" repo gc --json > gc.json
+    python3 - "$ps" "$packs" <<'PY'
+import json, sys
+g = json.load(open("gc.json"))
+print(f"{sys.argv[1]:<10} {sys.argv[2]:>8} {g['packs_rewritten']:>14} {g['bytes_freed']:>14} {g['bytes_after']:>14}")
+PY
+    rm -rf "$repo"
+done
