@@ -6,10 +6,13 @@
 //! - storage: [`pack`], [`index`] (SQLite), [`store`] (layout, atomic writes), [`blobs`]
 //! - primitives: [`format`] (on-disk encodings, no I/O), [`chunker`], [`tree`], [`id`]
 
+pub mod accounting;
 pub mod blobs;
+pub mod browse;
 pub mod check;
 pub mod chunker;
 pub mod compress;
+pub mod diff;
 pub mod docker;
 pub mod error;
 pub mod forget;
