@@ -628,8 +628,8 @@ fn plausible(m: &Member) -> bool {
         } else {
             m.data_len == m.size
         };
-    m.header_offset % 512 == 0
-        && header_len % 512 == 0
+    m.header_offset.is_multiple_of(512)
+        && header_len.is_multiple_of(512)
         && header_len >= 512
         && !m.path.is_empty()
         && (0x20..0x7f).contains(&code)

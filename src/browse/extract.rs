@@ -39,6 +39,14 @@ pub struct ExtractSummary {
     pub links_as_files: u64,
 }
 
+/// What the first pass over the index chose.
+struct Selection {
+    /// Byte ranges of the selected members, sorted, adjacent ones merged.
+    ranges: Vec<(u64, u64)>,
+    orphans: Vec<OrphanLink>,
+    summary: ExtractSummary,
+}
+
 /// A selected hard link whose target was filtered out.
 struct OrphanLink {
     link: Member,
@@ -59,7 +67,11 @@ pub fn extract_filtered(
             stream.name, stream.role
         )));
     }
-    let (ranges, orphans, mut summary) = select(repo, stream, filter)?;
+    let Selection {
+        ranges,
+        orphans,
+        mut summary,
+    } = select(repo, stream, filter)?;
     let orphans = resolve_orphans(repo, stream, orphans)?;
     summary.links_as_files = orphans.len() as u64;
     summary.bytes += orphans
@@ -82,11 +94,7 @@ pub fn extract_filtered(
 
 /// First pass over the index: the byte ranges of selected members (adjacent ones merged) and
 /// the selected hard links whose targets are not selected.
-fn select(
-    repo: &Repo,
-    stream: &StreamEntry,
-    filter: &PathFilter,
-) -> Result<(Vec<(u64, u64)>, Vec<OrphanLink>, ExtractSummary)> {
+fn select(repo: &Repo, stream: &StreamEntry, filter: &PathFilter) -> Result<Selection> {
     let mut ranges: Vec<(u64, u64)> = Vec::new();
     let mut orphans = Vec::new();
     let mut summary = ExtractSummary::default();
@@ -130,7 +138,11 @@ fn select(
             _ => ranges.push((member.header_offset, end)),
         }
     }
-    Ok((ranges, orphans, summary))
+    Ok(Selection {
+        ranges,
+        orphans,
+        summary,
+    })
 }
 
 /// Second pass, only when needed: the regular file each orphaned hard link points to (the last

@@ -13,7 +13,7 @@ use std::io::Write;
 
 /// Header blocks (with their extensions) and PAX 1.0 maps are read into memory up to this size.
 const MAX_MAP_BYTES: u64 = 16 << 20;
-const ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
 
 /// Where a sparse member's regions go, and where its region bytes start in the stream.
 #[derive(Debug, PartialEq, Eq)]
