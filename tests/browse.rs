@@ -994,3 +994,201 @@ fn restore_shows_and_clears_a_progress_bar_on_a_terminal() {
         48 << 20
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Diff against brute force, and bundles
+
+/// The diff by decoding both indexes whole, to check the fast path against.
+fn brute_force_diff(
+    repo: &Repo,
+    a: &StreamEntry,
+    b: &StreamEntry,
+) -> (BTreeSet<String>, BTreeSet<String>, BTreeSet<String>) {
+    let all = |s: &StreamEntry| -> std::collections::BTreeMap<String, cairn::tarscan::Member> {
+        cairn::browse::members(repo, s)
+            .unwrap()
+            .map(|m| {
+                let m = m.unwrap();
+                (
+                    String::from_utf8(cairn::browse::normalize_path(&m.path)).unwrap(),
+                    m,
+                )
+            })
+            .collect()
+    };
+    let (old, new) = (all(a), all(b));
+    let same = |x: &cairn::tarscan::Member, y: &cairn::tarscan::Member| {
+        (
+            x.kind,
+            x.mode,
+            x.uid,
+            x.gid,
+            x.mtime,
+            x.size,
+            &x.link_target,
+        ) == (
+            y.kind,
+            y.mode,
+            y.uid,
+            y.gid,
+            y.mtime,
+            y.size,
+            &y.link_target,
+        )
+    };
+    let added = new
+        .keys()
+        .filter(|k| !old.contains_key(*k))
+        .cloned()
+        .collect();
+    let removed = old
+        .keys()
+        .filter(|k| !new.contains_key(*k))
+        .cloned()
+        .collect();
+    let modified = new
+        .iter()
+        .filter(|(k, m)| old.get(*k).is_some_and(|o| !same(o, m)))
+        .map(|(k, _)| k.clone())
+        .collect();
+    (added, removed, modified)
+}
+
+#[test]
+fn diff_matches_brute_force_on_random_edits() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = Repo::init(&dir.path().join("repo"), &small_chunks()).unwrap();
+    let mut base = volume();
+    base.truncate(1500);
+    for f in &mut base {
+        f.content.truncate(300);
+    }
+    let (_, a) = snapshot(&repo, "v", tar_of(&base));
+    let mut rng = Rng(1234);
+    for trial in 0..10 {
+        let mut files = base.clone();
+        let edits = 1 + rng.next() % 12;
+        for _ in 0..edits {
+            let i = (rng.next() % files.len() as u64) as usize;
+            match rng.next() % 5 {
+                0 => {
+                    files.remove(i);
+                }
+                1 => files.insert(
+                    i,
+                    File {
+                        path: format!("dir-{:02}/added-{trial}-{i}.dat", i % 60),
+                        content: rng.bytes(50),
+                        mtime: MTIME,
+                    },
+                ),
+                2 => files[i].mtime += 1,
+                3 => files[i].content.push(1),
+                _ => {
+                    // Move a run of members elsewhere: same members, other order.
+                    let len = 1 + (rng.next() % 40) as usize;
+                    let end = (i + len).min(files.len());
+                    let run: Vec<File> = files.drain(i..end).collect();
+                    let at = (rng.next() % (files.len() as u64 + 1)) as usize;
+                    files.splice(at..at, run);
+                }
+            }
+        }
+        let (_, b) = snapshot(&repo, "v", tar_of(&files));
+        let d = cairn::diff::diff_members(
+            &repo,
+            stream(&a).members.as_ref().unwrap(),
+            stream(&b).members.as_ref().unwrap(),
+        )
+        .unwrap();
+        let (added, removed, modified) = brute_force_diff(&repo, stream(&a), stream(&b));
+        let got_modified: BTreeSet<String> = d
+            .modified
+            .iter()
+            .map(|m| String::from_utf8(cairn::browse::normalize_path(&m.new.path)).unwrap())
+            .collect();
+        assert_eq!(paths(&d.added), added, "trial {trial}");
+        assert_eq!(paths(&d.removed), removed, "trial {trial}");
+        assert_eq!(got_modified, modified, "trial {trial}");
+        eprintln!("trial {trial}: {edits} edits, {:?}", d.stats);
+    }
+}
+
+#[test]
+fn bundles_list_their_streams_and_diff_by_digest() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo_path = dir.path().join("repo");
+    let repo = Repo::init(&repo_path, &InitOptions::default()).unwrap();
+    let files = volume()[..20].to_vec();
+    let mut changed = files.clone();
+    changed[3].content.push(b'x');
+    let take = |fs: &[File], inspect: &str| {
+        repo.snapshot(
+            SnapshotSpec {
+                kind: "container".into(),
+                source: "web".into(),
+                ..Default::default()
+            },
+            vec![
+                StreamInput {
+                    name: "fs".into(),
+                    role: "tar".into(),
+                    reader: Box::new(std::io::Cursor::new(tar_of(fs))),
+                },
+                StreamInput {
+                    name: "inspect".into(),
+                    role: "json".into(),
+                    reader: Box::new(std::io::Cursor::new(inspect.as_bytes().to_vec())),
+                },
+            ],
+            &Silent,
+        )
+        .unwrap()
+        .id
+    };
+    let a = take(&files, "{}").to_hex();
+    let b = take(&changed, "{}").to_hex();
+    drop(repo);
+
+    let json: Value =
+        serde_json::from_slice(&run_quietly(cairn(&repo_path).args(["ls", &a, "--json"]))).unwrap();
+    let names: Vec<&str> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["stream"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["fs", "inspect"]);
+    assert_eq!(json[0]["members"], 20 + 3);
+    let fs = lines(&run_quietly(
+        cairn(&repo_path).args(["ls", &a, "--stream", "fs"]),
+    ));
+    assert_eq!(fs, ["dir-00/"]);
+    // cat picks the only tar stream of a bundle by itself.
+    assert_eq!(
+        run_quietly(cairn(&repo_path).args(["cat", &b, &files[3].path])),
+        changed[3].content
+    );
+
+    let text = lines(&run_quietly(cairn(&repo_path).args(["diff", &a, &b])));
+    assert!(
+        text.contains(&"stream inspect: unchanged".to_string()),
+        "{text:?}"
+    );
+    assert!(
+        text.iter().any(|l| l.starts_with("stream fs: modified")),
+        "{text:?}"
+    );
+    assert!(
+        text.iter()
+            .any(|l| l.starts_with("M  ") && l.contains(&files[3].path)),
+        "{text:?}"
+    );
+    let json: Value = serde_json::from_slice(&run_quietly(
+        cairn(&repo_path).args(["diff", &a, &b, "--json"]),
+    ))
+    .unwrap();
+    assert_eq!(json["streams"][0]["change"], "modified");
+    assert_eq!(json["streams"][1]["change"], "unchanged");
+    assert_eq!(json["modified"][0]["stream"], "fs");
+}
