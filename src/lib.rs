@@ -1,15 +1,19 @@
 //! cairn: a content-addressed, deduplicating snapshot repository for Docker workloads.
 //!
 //! Layers, top to bottom (dependencies point down only):
-//! - operations: [`ingest`] (snapshot), [`restore`], [`rebuild`]
+//! - operations: [`ingest`] (snapshot), [`restore`], [`rebuild`], [`browse`] (ls, cat, filtered
+//!   extract), [`diff`], [`accounting`] (space per series)
 //! - [`repo`]: opening a repository, resolving snapshots, reading blobs
 //! - storage: [`pack`], [`index`] (SQLite), [`store`] (layout, atomic writes), [`blobs`]
 //! - primitives: [`format`] (on-disk encodings, no I/O), [`chunker`], [`tree`], [`id`]
 
+pub mod accounting;
 pub mod blobs;
+pub mod browse;
 pub mod check;
 pub mod chunker;
 pub mod compress;
+pub mod diff;
 pub mod docker;
 pub mod error;
 pub mod forget;

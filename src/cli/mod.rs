@@ -1,6 +1,7 @@
 //! Command-line interface: clap definitions, output, exit codes. All work is done by the
 //! library; this module parses, calls, and prints.
 
+mod browse;
 mod fmt;
 mod progress;
 
@@ -53,7 +54,16 @@ enum Command {
         source: Option<String>,
         #[arg(long)]
         json: bool,
+        /// Also show what each snapshot added to the repository.
+        #[arg(long)]
+        long: bool,
     },
+    /// List the members of a snapshot's tar stream.
+    Ls(browse::LsArgs),
+    /// Write one file of a snapshot to stdout.
+    Cat(browse::CatArgs),
+    /// Show what changed between two snapshots.
+    Diff(browse::DiffArgs),
     /// Restore a snapshot's bytes or unpack it.
     Restore(RestoreArgs),
     /// Reassemble a snapshot's streams without writing them and check every digest.
@@ -111,6 +121,9 @@ enum RepoCommand {
     Stats {
         #[arg(long)]
         json: bool,
+        /// Space used per series: logical, stored only by it, shared with others.
+        #[arg(long)]
+        by_source: bool,
     },
     /// Recreate index.sqlite from the packs and manifests.
     RebuildIndex,
@@ -211,6 +224,13 @@ struct RestoreArgs {
     /// Unpack the tar stream into DIR.
     #[arg(long)]
     extract: Option<PathBuf>,
+    /// With --extract: only members matching this glob (`*`, `?`, `**`; a directory includes
+    /// its contents). Repeatable.
+    #[arg(long, requires = "extract")]
+    include: Vec<String>,
+    /// With --extract: leave out members matching this glob. Repeatable.
+    #[arg(long, requires = "extract")]
+    exclude: Vec<String>,
 }
 
 pub fn main() -> ExitCode {
@@ -277,7 +297,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 path.display()
             );
         }
-        Command::Repo(RepoCommand::Stats { json }) => stats(&open(&cli)?, *json)?,
+        Command::Repo(RepoCommand::Stats {
+            json,
+            by_source: true,
+        }) => browse::stats_by_source(&open(&cli)?, *json)?,
+        Command::Repo(RepoCommand::Stats { json, .. }) => stats(&open(&cli)?, *json)?,
         Command::Repo(RepoCommand::RebuildIndex) => {
             let path = repo_path(&cli)?;
             let report = cairn::rebuild::rebuild_repository_index(path)?;
@@ -388,7 +412,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Snapshot(cmd) => snapshot(&cli, cmd)?,
-        Command::Snapshots { source, json } => list(&open(&cli)?, source.as_deref(), *json)?,
+        Command::Snapshots {
+            source,
+            json,
+            long: true,
+        } => browse::list_long(&open(&cli)?, source.as_deref(), *json)?,
+        Command::Snapshots { source, json, .. } => list(&open(&cli)?, source.as_deref(), *json)?,
+        Command::Ls(args) => browse::ls(&open(&cli)?, args)?,
+        Command::Cat(args) => browse::cat(&open(&cli)?, args)?,
+        Command::Diff(args) => browse::diff(&open(&cli)?, args)?,
+        Command::Restore(args) if browse::has_filters(args) => {
+            browse::restore_filtered(&open(&cli)?, args, cli.quiet)?
+        }
         Command::Restore(args) => restore(&open(&cli)?, args, cli.quiet)?,
     }
     Ok(ExitCode::SUCCESS)
