@@ -98,13 +98,32 @@ fn disk_full_fails_cleanly_and_keeps_earlier_snapshots() {
     assert_eq!(list.len(), 2);
     assert!(repo.restore_stdout(&next_id) == next);
     assert!(repo.restore_stdout(&small_id) == small);
+
+    // A restore that does not fit fails the same way and leaves neither the file nor a temporary.
+    let zeros = repo.snapshot_stdin(&vec![0u8; 20 * MIB], &[]);
+    let target_dir = mnt.dir.join("restores");
+    fs::create_dir(&target_dir).unwrap();
+    let target = target_dir.join("zeros.bin");
+    let out = repo.run(&[
+        "restore",
+        &str_field(&zeros, "id"),
+        "--output",
+        target.to_str().unwrap(),
+    ]);
+    let err = assert_fails(&out, 1);
+    assert!(err.contains("No space left on device"), "{err}");
+    assert!(
+        files_under(&target_dir).is_empty(),
+        "left behind: {:?}",
+        files_under(&target_dir)
+    );
 }
 
 /// Feeds a child's stdin with an endless mix of fresh and repeated data until the pipe breaks
 /// (the child was killed) or `limit` bytes were written.
 fn feed(mut child_stdin: std::process::ChildStdin, seed: u64, limit: u64, written: Arc<AtomicU64>) {
     let mut rng = Rng::new(seed);
-    let repeated = random_bytes(seed ^ 0x5eed, 4 * MIB);
+    let repeated = random_bytes(0x5eed, 4 * MIB);
     let mut sent = 0u64;
     while sent < limit {
         let len = rng.log_range(4 * KIB as u64, 2 * MIB as u64) as usize;
@@ -150,41 +169,98 @@ fn kill(child: &mut Child) {
     child.wait().unwrap();
 }
 
+/// A repository with 1 MiB packs (created through the library: the CLI has no option for it),
+/// so that a kill at a random moment often lands while a pack is finished and indexed.
+fn small_pack_repo(t: &TestDir) -> Cairn {
+    let path = t.join("repo");
+    let opts = cairn::InitOptions {
+        pack_size: MIB as u64,
+        ..cairn::InitOptions::default()
+    };
+    drop(cairn::Repo::init(&path, &opts).unwrap());
+    Cairn::at(path)
+}
+
+/// Starts a snapshot that will not finish by itself within the test's patience: even iterations
+/// read a pipe fed by a writer thread, odd ones a large file (which ingests much faster).
+fn start_long_snapshot(
+    repo: &Cairn,
+    big_file: &Path,
+    iteration: u64,
+    feed_seed: u64,
+) -> (Child, Option<std::thread::JoinHandle<()>>, Arc<AtomicU64>) {
+    let written = Arc::new(AtomicU64::new(0));
+    if iteration % 2 == 1 {
+        // Fresh data each time (earlier kills leave their packs indexed), after a part shared
+        // with the committed snapshots so that dedup paths run too.
+        let mut f = std::io::BufWriter::new(fs::File::create(big_file).unwrap());
+        f.write_all(&random_bytes(0x5eed, 4 * MIB)).unwrap();
+        for i in 0..24u64 {
+            f.write_all(&random_bytes(feed_seed ^ (200 + i), 4 * MIB))
+                .unwrap();
+        }
+        drop(f);
+        let child = repo
+            .cmd()
+            .args(["snapshot", "tar"])
+            .arg(big_file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        return (child, None, written);
+    }
+    let mut child = repo
+        .cmd()
+        .args(["snapshot", "tar", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdin = child.stdin.take().unwrap();
+    let w = written.clone();
+    let feeder = std::thread::spawn(move || feed(stdin, feed_seed, 300 * MIB as u64, w));
+    (child, Some(feeder), written)
+}
+
 #[test]
 fn kill_9_during_snapshot_never_breaks_the_repository() {
     let seed = seed(0xC4A5);
     let mut rng = Rng::new(seed);
     let t = TestDir::new();
-    let repo = t.repo("repo");
+    let repo = small_pack_repo(&t);
     let mut committed: Vec<(String, Vec<u8>)> = Vec::new();
     for i in 0..2u64 {
-        let mut bytes = random_bytes(seed ^ 0x5eed, 2 * MIB);
+        let mut bytes = random_bytes(0x5eed, 2 * MIB);
         bytes.extend_from_slice(&text_bytes(100 + i, MIB));
         committed.push((str_field(&repo.snapshot_stdin(&bytes, &[]), "id"), bytes));
     }
+    // Shares its first part with the committed snapshots, so dedup paths run too.
+    let big_file = t.join("big.bin");
+    {
+        let mut f = std::io::BufWriter::new(fs::File::create(&big_file).unwrap());
+        f.write_all(&committed[0].1).unwrap();
+        for i in 0..40u64 {
+            f.write_all(&random_bytes(seed ^ (200 + i), 4 * MIB))
+                .unwrap();
+        }
+    }
     let started = Instant::now();
-    let mut iterations = 0;
-    while iterations < 10 || (iterations < 14 && started.elapsed() < Duration::from_secs(30)) {
+    let mut iteration = 0u64;
+    while iteration < 10 || (iteration < 14 && started.elapsed() < Duration::from_secs(30)) {
         let delay = Duration::from_millis(rng.range(0, 2000));
-        let mut child = repo
-            .cmd()
-            .args(["snapshot", "tar", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let written = Arc::new(AtomicU64::new(0));
-        let stdin = child.stdin.take().unwrap();
-        let w = written.clone();
-        let feed_seed = rng.next_u64();
-        let feeder = std::thread::spawn(move || feed(stdin, feed_seed, 300 * MIB as u64, w));
+        let (mut child, feeder, written) =
+            start_long_snapshot(&repo, &big_file, iteration, rng.next_u64());
         std::thread::sleep(delay);
         let finished_early = child.try_wait().unwrap().is_some();
         kill(&mut child);
-        feeder.join().unwrap();
+        if let Some(f) = feeder {
+            f.join().unwrap();
+        }
         let context = format!(
-            "seed {seed}, iteration {iterations}: killed after {delay:?}, {} bytes fed{}",
+            "seed {seed}, iteration {iteration} ({}): killed after {delay:?}, {} bytes fed{}",
+            if iteration % 2 == 1 { "file" } else { "pipe" },
             written.load(Ordering::Relaxed),
             if finished_early {
                 " (had already exited)"
@@ -192,13 +268,13 @@ fn kill_9_during_snapshot_never_breaks_the_repository() {
                 ""
             }
         );
-        eprintln!("{context}");
+        eprintln!("{context}, {} packs", pack_files(&repo.repo).len());
         check_repository(&repo, &committed, &context);
         // A new small snapshot works and is kept among those that must survive.
         let bytes = text_bytes(rng.next_u64(), rng.range(1, 200 * KIB as u64) as usize);
         let snap = repo.snapshot_stdin(&bytes, &[]);
         committed.push((str_field(&snap, "id"), bytes));
-        iterations += 1;
+        iteration += 1;
     }
     check_repository(&repo, &committed, "final");
 }

@@ -458,3 +458,36 @@ fn missing_blob_message_suggests_an_existing_command() {
         stderr(&out)
     );
 }
+
+#[test]
+fn corrupted_manifest_is_reported_and_not_restored() {
+    let t = TestDir::new();
+    let repo = t.repo("repo");
+    let id = str_field(&repo.snapshot_stdin(b"precious", &[]), "id");
+    let path = repo.repo.join("snapshots").join(&id);
+    let mut m = fs::read(&path).unwrap();
+    let i = m.len() / 2;
+    m[i] ^= 0x01;
+    fs::write(&path, m).unwrap();
+    let err = fails_one_line(&repo.run(&["restore", &id, "--output", "-"]), DAMAGE);
+    assert!(err.contains(&id), "names the snapshot: {err}");
+    let out = repo.ok(&["repo", "rebuild-index"]);
+    assert!(
+        stderr(&out).contains(&id),
+        "the rebuild reports it: {}",
+        stderr(&out)
+    );
+    assert!(
+        repo.list().is_empty(),
+        "a manifest that does not verify is not listed"
+    );
+}
+
+#[test]
+fn unreadable_config() {
+    let t = TestDir::new();
+    let repo = t.repo("repo");
+    fs::write(repo.repo.join("config"), b"{ this is not json").unwrap();
+    let err = fails_one_line(&repo.run(&["snapshots"]), DAMAGE);
+    assert!(err.contains("config"), "{err}");
+}

@@ -390,16 +390,20 @@ pub fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
     out
 }
 
-/// Compressible bytes (a 16-letter alphabet, about 4 bits of entropy per byte) that do not
-/// repeat, so they neither deduplicate internally nor look random.
+/// Compressible bytes that do not repeat, so they neither deduplicate internally nor look
+/// random: every 128 bytes are 64 random ones and a fixed phrase. Built from block copies, since a
+/// per-byte loop is too slow in debug builds.
 pub fn text_bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut out = random_bytes(seed ^ 0x7465_7874, len);
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = if i % 61 == 60 {
-            b'\n'
-        } else {
-            b"etaoinshrdlucmfw"[(*b & 15) as usize]
-        };
+    const PHRASE: &[u8; 64] = b" lorem ipsum dolor sit amet, consectetur adipiscing elit, sed..\n";
+    let random = random_bytes(seed ^ 0x7465_7874, len.div_ceil(2) + 64);
+    let mut out = vec![0u8; len];
+    for (dst, src) in out.chunks_mut(128).zip(random.chunks_exact(64)) {
+        let n = dst.len().min(64);
+        dst[..n].copy_from_slice(&src[..n]);
+        if dst.len() > 64 {
+            let m = dst.len() - 64;
+            dst[64..].copy_from_slice(&PHRASE[..m]);
+        }
     }
     out
 }
@@ -746,4 +750,19 @@ fn collect_paths(dir: &Path, out: &mut Vec<PathBuf>) {
             collect_paths(&p, out);
         }
     }
+}
+
+/// Waits for `child` and returns its exit code and peak RSS in bytes (from wait4's rusage, which
+/// covers this child alone).
+pub fn wait_with_max_rss(child: std::process::Child) -> (Option<i32>, u64) {
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: rusage is plain data; wait4 fills it.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: pid is our unreaped child; the pointers are valid.
+    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(rc, pid, "wait4");
+    std::mem::forget(child);
+    let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+    (code, usage.ru_maxrss as u64 * 1024)
 }
