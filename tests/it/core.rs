@@ -415,6 +415,10 @@ fn awkward_tree(root: &Path) {
     fs::write(&long_file, text_bytes(31, 5000)).unwrap();
     assert!(long_file.strip_prefix(root).unwrap().as_os_str().len() > 200);
     std::os::unix::fs::symlink("t".repeat(150), root.join("long-target")).unwrap();
+    fs::write(root.join("setuid-tool"), b"#!/bin/sh\n").unwrap();
+    chmod(&root.join("setuid-tool"), 0o4755);
+    fs::create_dir(root.join("sticky-tmp")).unwrap();
+    chmod(&root.join("sticky-tmp"), 0o1777);
     if is_root() {
         std::os::unix::fs::lchown(root.join("etc/empty"), Some(1234), Some(5678)).unwrap();
     }
@@ -1020,4 +1024,31 @@ fn dir_with_a_socket() {
     );
     assert_eq!(fs::read(x.join("pidfile")).unwrap(), b"42");
     assert!(!x.join("app.sock").exists());
+}
+
+/// Extended attributes travel in the directory stream and come back with --extract.
+#[test]
+fn dir_xattrs_round_trip() {
+    let t = TestDir::new();
+    let repo = t.repo("repo");
+    let d = t.join("tree");
+    fs::create_dir_all(&d).unwrap();
+    let f = d.join("labelled");
+    fs::write(&f, b"x").unwrap();
+    if xattr::set(&f, "user.cairn.test", b"value \x00 with nul").is_err() {
+        eprintln!("skipped: this file system does not take user xattrs");
+        return;
+    }
+    let snap = repo.snapshot_dir(&d, &[]);
+    let x = t.join("x");
+    assert_success(
+        &repo.extract(&str_field(&snap, "id"), &x),
+        "restore --extract",
+    );
+    assert_eq!(
+        xattr::get(x.join("labelled"), "user.cairn.test")
+            .unwrap()
+            .as_deref(),
+        Some(&b"value \x00 with nul"[..])
+    );
 }

@@ -290,9 +290,13 @@ fn kill_9_during_rebuild_index() {
         let bytes = random_bytes(110 + i, (i as usize + 1) * 700 * KIB);
         committed.push((str_field(&repo.snapshot_stdin(&bytes, &[]), "id"), bytes));
     }
+    // Kill anywhere from before it starts to just after it would have finished.
+    let start = Instant::now();
+    repo.ok(&["repo", "rebuild-index"]);
+    let clean_run = start.elapsed().as_micros() as u64;
     let mut killed_running = 0;
     for i in 0..8 {
-        let delay = Duration::from_micros(rng.range(0, 60_000));
+        let delay = Duration::from_micros(rng.range(0, clean_run * 6 / 5 + 1));
         let mut child = repo
             .cmd()
             .args(["repo", "rebuild-index"])
@@ -311,7 +315,9 @@ fn kill_9_during_rebuild_index() {
             &format!("seed {seed}, rebuild kill {i} after {delay:?}"),
         );
     }
-    eprintln!("{killed_running} of 8 rebuilds were killed while running");
+    eprintln!(
+        "{killed_running} of 8 rebuilds were killed while running (a clean one takes {clean_run} µs)"
+    );
     let snap = repo.snapshot_stdin(b"after the rebuilds", &[]);
     assert!(repo.restore_stdout(&str_field(&snap, "id")) == b"after the rebuilds");
 }
