@@ -111,18 +111,27 @@ impl Index {
             )));
         }
         if version == 0 {
-            let tx = conn.unchecked_transaction()?;
-            // Another process may have created the schema since we read user_version.
-            let again: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
-            if again == 0 {
-                tx.execute_batch(SCHEMA)?;
-                tx.execute(
-                    "INSERT INTO meta(key, value) VALUES ('repository', ?1)",
-                    [repo_id],
-                )?;
-                tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+            // IMMEDIATE: two processes creating the schema at once must not both decide to.
+            conn.execute_batch("BEGIN IMMEDIATE")?;
+            let created = (|| -> rusqlite::Result<()> {
+                let again: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+                if again == 0 {
+                    conn.execute_batch(SCHEMA)?;
+                    conn.execute(
+                        "INSERT INTO meta(key, value) VALUES ('repository', ?1)",
+                        [repo_id],
+                    )?;
+                    conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+                }
+                Ok(())
+            })();
+            match created {
+                Ok(()) => conn.execute_batch("COMMIT")?,
+                Err(e) => {
+                    let _ = conn.execute_batch("ROLLBACK");
+                    return Err(e.into());
+                }
             }
-            tx.commit()?;
         }
         let owner: Option<String> = conn
             .query_row("SELECT value FROM meta WHERE key = 'repository'", [], |r| {
@@ -150,6 +159,56 @@ impl Index {
             [],
         )?;
         Ok(())
+    }
+
+    /// Replaces the whole content of the index in one IMMEDIATE transaction, so that other
+    /// processes with the index open keep a valid connection and see either the old content or
+    /// the new. `fill` inserts the new rows. Unless `force`, an index that another process
+    /// completed meanwhile is left alone (returns false).
+    pub fn refill(
+        &self,
+        repo_id: &str,
+        force: bool,
+        fill: impl FnOnce(&Index) -> Result<()>,
+    ) -> Result<bool> {
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        let result = (|| -> Result<bool> {
+            if !force && self.is_complete()? {
+                return Ok(false);
+            }
+            self.conn.execute_batch(
+                "DELETE FROM blobs; DELETE FROM packs; DELETE FROM snapshots; DELETE FROM meta;",
+            )?;
+            self.conn.execute(
+                "INSERT INTO meta(key, value) VALUES ('repository', ?1)",
+                [repo_id],
+            )?;
+            fill(self)?;
+            self.mark_complete()?;
+            Ok(true)
+        })();
+        match result {
+            Ok(done) => {
+                self.conn.execute_batch("COMMIT")?;
+                Ok(done)
+            }
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                Err(e)
+            }
+        }
+    }
+
+    /// Opens the index file whatever repository it claims to belong to (for a rebuild).
+    pub fn open_any(path: &Path, repo_id: &str) -> Result<Index> {
+        match Index::open(path, repo_id)? {
+            Some(index) => Ok(index),
+            None => {
+                let conn = Connection::open(path)?;
+                conn.busy_timeout(Duration::from_secs(120))?;
+                Ok(Index { conn })
+            }
+        }
     }
 
     pub fn conn(&self) -> &Connection {
@@ -197,6 +256,10 @@ impl Index {
     /// Records a durable pack and its blobs in one transaction. A blob already indexed in
     /// another pack keeps its old location (the new copy is unreferenced and gc reclaims it).
     pub fn add_pack(&self, pack: &Id, size: u64, entries: &[PackEntry]) -> Result<()> {
+        if !self.conn.is_autocommit() {
+            // Already inside a transaction (a refill): just add the rows.
+            return insert_pack(&self.conn, pack, size, entries);
+        }
         let tx = self.conn.unchecked_transaction()?;
         insert_pack(&tx, pack, size, entries)?;
         tx.commit()?;
@@ -315,7 +378,7 @@ impl Index {
 }
 
 pub(crate) fn insert_pack(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &Connection,
     pack: &Id,
     size: u64,
     entries: &[PackEntry],

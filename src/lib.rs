@@ -38,6 +38,7 @@ pub mod store;
 pub mod tarscan;
 pub mod time;
 pub mod tree;
+pub mod unpack;
 
 pub use error::{Error, Result};
 pub use id::Id;

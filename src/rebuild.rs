@@ -1,9 +1,9 @@
 //! Recreating the index from pack tables and manifests alone.
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::format::config::Config;
 use crate::index::Index;
-use crate::store::{Layout, fsync_dir};
+use crate::store::Layout;
 use std::fs::{self, File};
 
 #[derive(Debug, Default, serde::Serialize)]
@@ -17,38 +17,44 @@ pub struct RebuildReport {
     pub unreadable_snapshots: Vec<String>,
 }
 
-/// Builds a new index in `tmp/` and renames it over `index.sqlite`, so that a crash leaves either
-/// the old index or the new one.
-pub fn rebuild_index(layout: &Layout, cfg: &Config) -> Result<RebuildReport> {
-    let tmp = layout
-        .tmp()
-        .join(format!("index-rebuild-{}.sqlite", std::process::id()));
-    remove_db_files(&tmp)?;
+/// Recreates the index from pack tables and manifests, in place and in one transaction (see
+/// `Index::refill`): processes that have the index open are never left writing to a file that
+/// was replaced. Only a file that is not a usable SQLite database is deleted and recreated.
+/// Unless `force`, an index another process completed in the meantime is kept.
+pub fn rebuild_index(layout: &Layout, cfg: &Config, force: bool) -> Result<RebuildReport> {
+    let path = layout.index();
+    let index = match Index::open_any(&path, &cfg.id).and_then(|i| i.is_complete().map(|_| i)) {
+        Ok(index) => index,
+        Err(_) => {
+            remove_db_files(&path)?;
+            Index::open_any(&path, &cfg.id)?
+        }
+    };
     let mut report = RebuildReport::default();
-    {
-        let index = Index::open(&tmp, &cfg.id)?
-            .ok_or_else(|| Error::corrupt("index", "new index not bound to repository"))?;
-        for (pack, len) in layout.list_packs()? {
-            let path = layout.pack(&pack);
+    let packs = layout.list_packs()?;
+    let snapshots = layout.list_snapshots()?;
+    index.refill(&cfg.id, force, |index| {
+        for (pack, len) in &packs {
+            let path = layout.pack(pack);
             let table = File::open(&path)
                 .map_err(|e| Error::io(&path, e))
-                .and_then(|f| crate::pack::read_table(&f, len, &pack));
+                .and_then(|f| crate::pack::read_table(&f, *len, pack));
             match table {
                 Ok(entries) => {
                     report.packs += 1;
                     report.blobs += entries.len() as u64;
-                    index.add_pack(&pack, len, &entries)?;
+                    index.add_pack(pack, *len, &entries)?;
                 }
                 Err(e) => report.unreadable_packs.push(format!("{pack}: {e}")),
             }
         }
-        for id in layout.list_snapshots()? {
-            let path = layout.snapshot(&id);
+        for id in &snapshots {
+            let path = layout.snapshot(id);
             let parsed = fs::read(&path)
                 .map_err(|e| Error::io(&path, e))
                 .and_then(|bytes| {
-                    let m = crate::repo::decode_manifest(&id, &bytes)?;
-                    crate::repo::snapshot_row(id, &m, bytes)
+                    let m = crate::repo::decode_manifest(id, &bytes)?;
+                    crate::repo::snapshot_row(*id, &m, bytes)
                 });
             match parsed {
                 Ok(row) => {
@@ -58,15 +64,8 @@ pub fn rebuild_index(layout: &Layout, cfg: &Config) -> Result<RebuildReport> {
                 Err(e) => report.unreadable_snapshots.push(format!("{id}: {e}")),
             }
         }
-        index.mark_complete()?;
-        // Leave a single self-contained file: no WAL to carry along in the rename.
-        index.conn().pragma_update(None, "journal_mode", "DELETE")?;
-    }
-    let dest = layout.index();
-    // The old index's WAL must not be replayed into the new file.
-    remove_db_files(&dest)?;
-    fs::rename(&tmp, &dest).at(&dest)?;
-    fsync_dir(layout.root())?;
+        Ok(())
+    })?;
     Ok(report)
 }
 
@@ -111,5 +110,5 @@ pub fn rebuild_repository_index(path: &std::path::Path) -> Result<RebuildReport>
         "rebuild-index",
         crate::repo::DEFAULT_LOCK_WAIT,
     )?;
-    rebuild_index(&layout, &cfg)
+    rebuild_index(&layout, &cfg, true)
 }

@@ -136,7 +136,7 @@ pub fn repair(
     let lost: HashSet<Id> = if dry_run {
         lost_if_quarantined(&repo, &report.quarantined_packs, &salvaged)?
     } else {
-        crate::rebuild::rebuild_index(&layout, &repo.config)?;
+        crate::rebuild::rebuild_index(&layout, &repo.config, true)?;
         HashSet::new()
     };
     drop(repo);

@@ -140,13 +140,9 @@ impl Repo {
         let index = match open_index(&layout, &cfg)? {
             Some(index) => index,
             None => {
-                let _lock = crate::lock::RepoLock::acquire(
-                    &layout,
-                    crate::lock::LockKind::Exclusive,
-                    "rebuild-index",
-                    DEFAULT_LOCK_WAIT,
-                )?;
-                crate::rebuild::rebuild_index(&layout, &cfg)?;
+                // No repository lock: the rebuild is one SQLite transaction in place, and a
+                // process that finds the index completed by another meanwhile keeps it.
+                crate::rebuild::rebuild_index(&layout, &cfg, false)?;
                 open_index(&layout, &cfg)?
                     .ok_or_else(|| Error::corrupt("index", "still unusable after a rebuild"))?
             }

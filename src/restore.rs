@@ -257,61 +257,7 @@ pub fn extract_stream(
             stream.name, stream.role
         )));
     }
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let (writer, reader) = crate::pipe::pipe(4);
-    std::thread::scope(|scope| -> Result<()> {
-        let unpacker = scope.spawn(move || -> std::io::Result<()> {
-            let mut archive = tar::Archive::new(reader);
-            archive.set_preserve_permissions(true);
-            archive.set_preserve_mtime(true);
-            archive.set_unpack_xattrs(true);
-            // SAFETY: geteuid has no preconditions.
-            archive.set_preserve_ownerships(unsafe { libc::geteuid() } == 0);
-            archive.set_overwrite(true);
-            archive.unpack(dir)?;
-            // Drain padding after the end-of-archive marker so the producer is not cut short.
-            std::io::copy(&mut archive.into_inner(), &mut std::io::sink())?;
-            Ok(())
-        });
-        let mut writer = Some(writer);
-        let restored = restore_stream(repo, stream, &mut WriteInto(&mut writer), progress);
-        if let Some(w) = writer.take() {
-            match &restored {
-                Ok(()) => {
-                    let _ = w.close();
-                }
-                Err(e) => w.fail(std::io::Error::other(e.to_string())),
-            }
-        }
-        let unpacked = unpacker
-            .join()
-            .map_err(|_| Error::Invalid("tar extraction panicked".into()))?
-            .map_err(|e| Error::Invalid(format!("extracting {:?}: {e}", stream.name)));
-        // Damage found while reading is the root cause; otherwise the extractor's error is.
-        match restored {
-            Err(e) if e.is_damage() => Err(e),
-            Err(e) => unpacked.and(Err(e)),
-            Ok(()) => unpacked,
-        }
+    crate::unpack::unpack_fed(dir, &stream.name, |out| {
+        restore_stream(repo, stream, out, progress)
     })
-}
-
-struct WriteInto<'a>(&'a mut Option<crate::pipe::PipeWriter>);
-
-impl Write for WriteInto<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        match self.0 {
-            Some(w) => w.write(buf),
-            None => Err(std::io::Error::new(
-                std::io::ErrorKind::BrokenPipe,
-                "closed",
-            )),
-        }
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        match self.0 {
-            Some(w) => w.flush(),
-            None => Ok(()),
-        }
-    }
 }

@@ -80,7 +80,7 @@ pub fn extract_filtered(
         .sum::<u64>();
     progress.start(&format!("extract {}", stream.name), Some(summary.bytes));
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    unpack_fed(dir, &stream.name, |out| {
+    crate::unpack::unpack_fed(dir, &stream.name, |out| {
         copy_ranges(repo, &stream.root, &ranges, out, progress)?;
         for (link, target) in &orphans {
             write_link_as_file(repo, stream, link, target, out)?;
@@ -231,46 +231,6 @@ fn file_headers(path: &[u8], target: &Member) -> Result<Vec<u8>> {
     header.set_cksum();
     out.extend_from_slice(header.as_bytes());
     Ok(out)
-}
-
-/// Runs `feed` (writing a tar stream) against a tar extractor unpacking into `dir`.
-fn unpack_fed(
-    dir: &Path,
-    name: &str,
-    feed: impl FnOnce(&mut (dyn Write + Send)) -> Result<()>,
-) -> Result<()> {
-    let (writer, reader) = crate::pipe::pipe(4);
-    std::thread::scope(|scope| -> Result<()> {
-        let unpacker = scope.spawn(move || -> std::io::Result<()> {
-            let mut archive = tar::Archive::new(reader);
-            archive.set_preserve_permissions(true);
-            archive.set_preserve_mtime(true);
-            archive.set_unpack_xattrs(true);
-            // SAFETY: geteuid has no preconditions.
-            archive.set_preserve_ownerships(unsafe { libc::geteuid() } == 0);
-            archive.set_overwrite(true);
-            archive.unpack(dir)?;
-            std::io::copy(&mut archive.into_inner(), &mut std::io::sink())?;
-            Ok(())
-        });
-        let mut writer = writer;
-        let fed = feed(&mut writer);
-        match &fed {
-            Ok(()) => {
-                let _ = writer.close();
-            }
-            Err(e) => writer.fail(std::io::Error::other(e.to_string())),
-        }
-        let unpacked = unpacker
-            .join()
-            .map_err(|_| Error::Invalid("tar extraction panicked".into()))?
-            .map_err(|e| Error::Invalid(format!("extracting {name:?}: {e}")));
-        match fed {
-            Err(e) if e.is_damage() => Err(e),
-            Err(e) => unpacked.and(Err(e)),
-            Ok(()) => unpacked,
-        }
-    })
 }
 
 /// Writes the bytes of `ranges` (sorted, disjoint) of the stream to `out`, reading only the

@@ -460,7 +460,7 @@ fn snapshot(cli: &Cli, cmd: &SnapshotCommand) -> Result<()> {
             if !canonical.is_dir() {
                 bail!("{} is not a directory", path.display());
             }
-            let spec = spec_from(opts, kind, canonical.display().to_string());
+            let spec = spec_from(opts, kind, source_name(&canonical));
             let input = StreamInput {
                 name: "data".into(),
                 role: "tar".into(),
@@ -505,6 +505,20 @@ fn snapshot(cli: &Cli, cmd: &SnapshotCommand) -> Result<()> {
         println!("snapshot {}", outcome.id);
     }
     Ok(())
+}
+
+/// A path as a series name: UTF-8 as is, other bytes as `\xNN`, so that distinct paths never
+/// share a series (a lossy conversion would map them all to U+FFFD).
+fn source_name(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = String::new();
+    for chunk in path.as_os_str().as_bytes().utf8_chunks() {
+        out.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
 }
 
 fn spec_from(opts: &SnapshotOpts, kind: &str, default_source: String) -> SnapshotSpec {

@@ -432,7 +432,6 @@ fn failing_input_leaves_no_snapshot() {
 /// When the index lacks a blob a snapshot needs, the message must lead somewhere: the command it
 /// suggests has to exist.
 #[test]
-#[ignore = "bug: the missing-blob message says to run `cairn repo check`, a command that does not exist (exit 2); `repo rebuild-index` is what fixes it"]
 fn missing_blob_message_suggests_an_existing_command() {
     let t = TestDir::new();
     let repo = t.repo("repo");
