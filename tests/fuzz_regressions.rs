@@ -22,8 +22,6 @@ fn assert_usable(params: &ChunkerParams) {
 }
 
 #[test]
-#[ignore = "bug: ChunkerParams::validate accepts avg_size up to 16 MiB with normalization 2..=3, \
-            for which fastcdc's select_masks indexes past its 26-entry MASKS table and panics"]
 fn fuzz_config_binary_chunker_params_panic_in_chunker() {
     let bytes = include_bytes!("../fuzz/regressions/config/chunker-params-avg-8849934-norm3.bin");
     let word = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
@@ -41,8 +39,6 @@ fn fuzz_config_binary_chunker_params_panic_in_chunker() {
 }
 
 #[test]
-#[ignore = "bug: a config file with avg_size 8 MiB and normalization 3 decodes, and any snapshot \
-            into that repository panics in Chunker::new (fastcdc MASKS index out of bounds)"]
 fn fuzz_config_file_with_unusable_chunker_is_rejected() {
     let bytes = include_bytes!("../fuzz/regressions/config/config-avg-8MiB-norm3.json");
     match config::decode(bytes) {
@@ -53,8 +49,6 @@ fn fuzz_config_file_with_unusable_chunker_is_rejected() {
 }
 
 #[test]
-#[ignore = "bug: Repo::init accepts avg_size 8 MiB with normalization 3 (validate passes), \
-            then every snapshot panics in Chunker::new"]
 fn fuzz_config_repository_with_validated_params_can_snapshot() {
     let dir = tempfile::tempdir().unwrap();
     let opts = cairn::InitOptions {
@@ -87,8 +81,6 @@ fn fuzz_config_repository_with_validated_params_can_snapshot() {
 }
 
 #[test]
-#[ignore = "bug: manifest meta floats do not survive decode → encode → decode (serde_json parses \
-            floats without its float_roundtrip feature, off by one ulp for many values)"]
 fn fuzz_manifest_meta_float_survives_round_trip() {
     let bytes = include_bytes!("../fuzz/regressions/manifest/meta-float-round-trip.json");
     let m = manifest::decode(bytes).expect("the input is a valid manifest");

@@ -57,10 +57,15 @@ impl ChunkerParams {
     /// chunker misbehave (FastCDC needs even sizes within its limits, min ≤ avg ≤ max).
     pub fn validate(&self) -> Result<(), FormatError> {
         let (min, avg, max) = (self.min_size, self.avg_size, self.max_size);
+        // fastcdc's own limits (MINIMUM_MAX, AVERAGE_MAX, MAXIMUM_MAX): beyond them its mask
+        // table lookup (log2(avg) + normalization) runs off the end and panics.
         let ok = min >= 64
+            && min <= 1 << 20
             && min <= avg
+            && avg <= 4 << 20
             && avg <= max
             && max <= 16 << 20
+            && max >= 1024
             && avg >= 256
             && min % 2 == 0
             && avg % 2 == 0
