@@ -1,6 +1,7 @@
 //! Command-line interface: clap definitions, output, exit codes. All work is done by the
 //! library; this module parses, calls, and prints.
 
+mod docker;
 mod fmt;
 mod progress;
 
@@ -180,6 +181,8 @@ enum SnapshotCommand {
         #[command(flatten)]
         opts: SnapshotOpts,
     },
+    #[command(flatten)]
+    Docker(docker::DockerSnapshot),
 }
 
 #[derive(Args)]
@@ -190,11 +193,13 @@ struct RestoreArgs {
     #[arg(long)]
     stream: Option<String>,
     /// Write the exact bytes to FILE, or `-` for stdout.
-    #[arg(long, conflicts_with = "extract", required_unless_present = "extract")]
+    #[arg(long, conflicts_with = "extract", required_unless_present_any = ["extract", "to_volume", "to_container", "load_image", "to_compose"])]
     output: Option<PathBuf>,
     /// Unpack the tar stream into DIR.
     #[arg(long)]
     extract: Option<PathBuf>,
+    #[command(flatten)]
+    docker: docker::DockerRestoreArgs,
 }
 
 pub fn main() -> ExitCode {
@@ -360,12 +365,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Snapshot(cmd) => snapshot(&cli, cmd)?,
         Command::Snapshots { source, json } => list(&open(&cli)?, source.as_deref(), *json)?,
+        Command::Restore(args) if args.docker.requested() => docker::restore(&cli, args)?,
         Command::Restore(args) => restore(&open(&cli)?, args, cli.quiet)?,
     }
     Ok(ExitCode::SUCCESS)
 }
 
 fn snapshot(cli: &Cli, cmd: &SnapshotCommand) -> Result<()> {
+    if let SnapshotCommand::Docker(docker_cmd) = cmd {
+        return docker::snapshot(cli, docker_cmd);
+    }
     let repo = open(cli)?;
     let bar = Bar::new(cli.quiet);
     let (spec, input, total) = match cmd {
@@ -404,9 +413,11 @@ fn snapshot(cli: &Cli, cmd: &SnapshotCommand) -> Result<()> {
             };
             (spec, input, None)
         }
+        SnapshotCommand::Docker(_) => bail!("Docker snapshots are handled by cli::docker"),
     };
     let opts = match cmd {
         SnapshotCommand::Tar { opts, .. } | SnapshotCommand::Dir { opts, .. } => opts,
+        SnapshotCommand::Docker(_) => bail!("Docker snapshots are handled by cli::docker"),
     };
     cairn::progress::Progress::start(&bar, "snapshot", total);
     let outcome = repo.snapshot(spec, vec![input], &bar)?;
