@@ -35,6 +35,7 @@ fn run_cairn(repo: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     command.arg("-r").arg(repo).args(args);
     command.env_remove("CAIRN_TEST_FAIL_AFTER_STOP");
     command.env_remove("CAIRN_TEST_NO_HOST_VOLUME_ACCESS");
+    command.env_remove("CAIRN_TEST_SLEEP_AFTER_STOP");
     for (key, value) in env {
         command.env(key, value);
     }
@@ -649,7 +650,14 @@ fn stop_and_pause_always_put_containers_back_even_when_the_operation_fails() {
     scope.container(&second, busybox_sleeper(&image, &[(&empty, "/data")]), true);
     let started = started_at(&scope, &second);
     let out = scope.cairn(&["restore", &id, "--to-volume", &empty, "--stop-containers"]);
-    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "volume {empty} may hold part of the restored content"
+        )),
+        "{stderr}"
+    );
     assert_eq!(status(&scope, &second), "running");
     assert_ne!(started_at(&scope, &second), started);
 }
@@ -1274,4 +1282,46 @@ fn checkpoint_through_the_engine_or_a_clear_refusal() {
     assert_eq!(names, vec!["checkpoint", "config"]);
     assert!(snapshot["streams"][0]["members"].as_u64().unwrap() > 3);
     assert_eq!(status(&scope, &container), "running");
+}
+
+#[test]
+fn an_interrupted_snapshot_starts_the_stopped_containers_again() {
+    let Some(scope) = Scope::new("sigterm") else {
+        return;
+    };
+    let (image, _) = scope.busybox_image("img", &[]);
+    let volume = scope.name("data");
+    scope.volume(&volume, &sample_volume(14), &[]);
+    let user = scope.name("user");
+    scope.container(&user, busybox_sleeper(&image, &[(&volume, "/data")]), true);
+    let started = started_at(&scope, &user);
+    let child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .arg("-r")
+        .arg(scope.repo())
+        .args(["snapshot", "volume", &volume, "--stop-containers"])
+        .env("CAIRN_TEST_SLEEP_AFTER_STOP", "60")
+        .env_remove("CAIRN_TEST_FAIL_AFTER_STOP")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let waiting = Instant::now();
+    while status(&scope, &user) != "exited" {
+        assert!(
+            waiting.elapsed() < Duration::from_secs(30),
+            "cairn never stopped the container"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // SAFETY: kill has no memory-safety preconditions; the pid is our own child's.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(128 + libc::SIGTERM), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert_eq!(status(&scope, &user), "running");
+    assert_ne!(started_at(&scope, &user), started);
+    let listed: Value = serde_json::from_str(&scope.ok(&["snapshots", "--json"])).unwrap();
+    assert_eq!(listed, json!([]), "no snapshot from an interrupted run");
 }

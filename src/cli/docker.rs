@@ -139,10 +139,21 @@ impl DockerRestoreArgs {
     }
 }
 
-/// Keeps repository errors as they are, so that damage still exits with its own code.
+/// Keeps repository errors as they are (also under cleanup notes), so that damage still exits
+/// with its own code.
 fn failure(error: OpError) -> anyhow::Error {
     match error {
         OpError::Repo(inner) => inner.into(),
+        OpError::WithCleanup { failure, cleanup } => match *failure {
+            OpError::Repo(inner) => {
+                anyhow::Error::from(inner).context(format!("failed ({cleanup})"))
+            }
+            other => OpError::WithCleanup {
+                failure: Box::new(other),
+                cleanup,
+            }
+            .into(),
+        },
         other => other.into(),
     }
 }

@@ -77,11 +77,20 @@ impl OpError {
 
 pub type OpResult<T> = Result<T, OpError>;
 
-/// Fails on purpose at a named point when the (debug-build-only) test hook asks for it, so that
-/// tests can prove containers are restarted when an operation fails midway.
+/// Test hooks of debug builds, run right after containers were stopped or paused, so that tests
+/// can prove the containers come back: `CAIRN_TEST_FAIL_AFTER_STOP=1` makes the operation fail
+/// there, `CAIRN_TEST_SLEEP_AFTER_STOP=<seconds>` makes it wait there (to be interrupted).
+/// Release builds ignore both.
 fn test_failure_point(point: &str) -> OpResult<()> {
     #[cfg(debug_assertions)]
     {
+        if let Some(seconds) = std::env::var("CAIRN_TEST_SLEEP_AFTER_STOP")
+            .ok()
+            .and_then(|value| value.parse::<u64>().ok())
+        {
+            eprintln!("cairn: test hook: sleeping {seconds} s at {point}");
+            std::thread::sleep(std::time::Duration::from_secs(seconds));
+        }
         if std::env::var("CAIRN_TEST_FAIL_AFTER_STOP").as_deref() == Ok("1") {
             return Err(OpError::Refused(format!(
                 "failure injected by CAIRN_TEST_FAIL_AFTER_STOP at {point}"

@@ -165,19 +165,41 @@ fn apply_volume_plans(
     }
     let mut held = Quiesced::hold(docker, &plans.to_stop, Quiesce::Stop, true)?;
     let mut created: Vec<String> = Vec::new();
+    let mut failed_on: Option<&VolumePlan<'_>> = None;
     let result = test_failure_point("restore, after stopping containers").and_then(|()| {
-        plans
-            .plans
-            .iter()
-            .map(|plan| fill_volume(repo, docker, plan, &mut created, progress))
-            .collect::<OpResult<Vec<RestoredVolume>>>()
+        let mut restored = Vec::new();
+        for plan in &plans.plans {
+            match fill_volume(repo, docker, plan, &mut created, progress) {
+                Ok(volume) => restored.push(volume),
+                Err(error) => {
+                    failed_on = Some(plan);
+                    return Err(error);
+                }
+            }
+        }
+        Ok(restored)
     });
     let mut problems = held.resume();
     drop(held);
     if result.is_err() {
         problems.extend(remove_volumes(docker, &created));
+        problems.extend(failed_on.and_then(partial_restore_note));
     }
     settle(result, problems, "the volumes were restored")
+}
+
+/// What a volume that existed holds after its restore failed midway.
+fn partial_restore_note(plan: &VolumePlan<'_>) -> Option<String> {
+    let volume = &plan.target.volume;
+    match plan.fate {
+        VolumeFate::Created => None,
+        VolumeFate::Filled => Some(format!(
+            "volume {volume} may hold part of the restored content"
+        )),
+        VolumeFate::Replaced => Some(format!(
+            "volume {volume} may hold an incomplete restore: its old content was deleted"
+        )),
+    }
 }
 
 fn remove_volumes(docker: &Docker, names: &[String]) -> Vec<String> {
