@@ -812,6 +812,41 @@ fn container_round_trip_recreates_fs_volumes_and_configuration() {
     );
     let seen = scope.wait_for_file(&restored, "state.txt");
     assert_eq!(text(&seen), expected_state);
+    // Every regular file of the snapshotted filesystem is in the new container, same content
+    // and mode.
+    let snapshot_fs = scope.cairn(&["restore", &id, "--stream", "fs", "--output", "-"]);
+    assert!(snapshot_fs.status.success());
+    let new_fs = {
+        let mut bytes = Vec::new();
+        scope
+            .docker
+            .export_container(&restored)
+            .unwrap()
+            .read_to_end(&mut bytes)
+            .unwrap();
+        bytes
+    };
+    let files = |tar: &[u8]| -> BTreeMap<String, (u32, String)> {
+        let mut archive = tar::Archive::new(Cursor::new(tar));
+        let mut found = BTreeMap::new();
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            if entry.header().entry_type() != tar::EntryType::Regular {
+                continue;
+            }
+            let path = entry.path().unwrap().display().to_string();
+            let mode = entry.header().mode().unwrap();
+            let mut content = Vec::new();
+            entry.read_to_end(&mut content).unwrap();
+            found.insert(path, (mode, blake3::hash(&content).to_hex().to_string()));
+        }
+        found
+    };
+    let (before, after) = (files(&snapshot_fs.stdout), files(&new_fs));
+    assert!(before.contains_key("bin/busybox") && before.contains_key("state.txt"));
+    for (path, expected) in &before {
+        assert_eq!(after.get(path), Some(expected), "{path}");
+    }
 
     // A second recovery into the same volumes is refused and creates nothing.
     let again = scope.name("again");

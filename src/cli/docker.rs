@@ -28,10 +28,13 @@ pub(super) enum DockerSnapshot {
 
 #[derive(Args)]
 pub(super) struct Labels {
+    /// Tag the snapshot (repeatable).
     #[arg(long = "tag")]
     tags: Vec<String>,
+    /// A note stored with the snapshot.
     #[arg(long)]
     note: Option<String>,
+    /// Print the result as one JSON document.
     #[arg(long)]
     json: bool,
 }
