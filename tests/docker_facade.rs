@@ -659,3 +659,37 @@ fn lifecycle_and_checkpoint_of_a_running_container() {
         other => panic!("expected a refusal for a stopped container, got {other:?}"),
     }
 }
+
+#[test]
+fn volume_entries_are_looked_up_without_moving_content() {
+    let Some(docker) = engine() else { return };
+    let mut cleanup = Cleanup::new(&docker);
+    let volume = cleanup.volume(&unique("lookup"));
+    docker
+        .create_volume(&volume, "local", &BTreeMap::new(), &test_labels())
+        .unwrap();
+    docker
+        .import_volume(&volume, &mut Cursor::new(sample_volume_tar()), false)
+        .unwrap();
+    assert!(docker.volume_has_entry(&volume, "docs/readme.txt").unwrap());
+    assert!(docker.volume_has_entry(&volume, "deep/a").unwrap());
+    assert!(
+        !docker
+            .volume_has_entry(&volume, "docs/missing.txt")
+            .unwrap()
+    );
+    for escaping in ["", "/etc/passwd", "../x", "docs/../../x"] {
+        assert!(
+            matches!(
+                docker.volume_has_entry(&volume, escaping),
+                Err(DockerError::InvalidInput(_))
+            ),
+            "{escaping:?}"
+        );
+    }
+    assert!(matches!(
+        docker.volume_has_entry(&unique("lookup-missing"), "x"),
+        Err(DockerError::NoSuchVolume(_))
+    ));
+    assert_eq!(docker.containers_using_volume(&volume).unwrap(), vec![]);
+}

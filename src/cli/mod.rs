@@ -2,6 +2,7 @@
 //! library; this module parses, calls, and prints.
 
 mod browse;
+mod docker;
 mod fmt;
 mod progress;
 
@@ -209,6 +210,8 @@ enum SnapshotCommand {
         #[command(flatten)]
         opts: SnapshotOpts,
     },
+    #[command(flatten)]
+    Docker(docker::DockerSnapshot),
 }
 
 #[derive(Args)]
@@ -219,7 +222,7 @@ struct RestoreArgs {
     #[arg(long)]
     stream: Option<String>,
     /// Write the exact bytes to FILE, or `-` for stdout.
-    #[arg(long, conflicts_with = "extract", required_unless_present = "extract")]
+    #[arg(long, conflicts_with = "extract", required_unless_present_any = ["extract", "to_volume", "to_container", "load_image", "to_compose"])]
     output: Option<PathBuf>,
     /// Unpack the tar stream into DIR.
     #[arg(long)]
@@ -231,6 +234,8 @@ struct RestoreArgs {
     /// With --extract: leave out members matching this glob. Repeatable.
     #[arg(long, requires = "extract")]
     exclude: Vec<String>,
+    #[command(flatten)]
+    docker: docker::DockerRestoreArgs,
 }
 
 pub fn main() -> ExitCode {
@@ -421,6 +426,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Ls(args) => browse::ls(&open(&cli)?, args)?,
         Command::Cat(args) => browse::cat(&open(&cli)?, args)?,
         Command::Diff(args) => browse::diff(&open(&cli)?, args)?,
+        Command::Restore(args) if args.docker.requested() => docker::restore(&cli, args)?,
         Command::Restore(args) if browse::has_filters(args) => {
             browse::restore_filtered(&open(&cli)?, args, cli.quiet)?
         }
@@ -430,6 +436,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 fn snapshot(cli: &Cli, cmd: &SnapshotCommand) -> Result<()> {
+    if let SnapshotCommand::Docker(docker_cmd) = cmd {
+        return docker::snapshot(cli, docker_cmd);
+    }
     let repo = open(cli)?;
     let bar = Bar::new(cli.quiet);
     let (spec, input, total) = match cmd {
@@ -468,9 +477,11 @@ fn snapshot(cli: &Cli, cmd: &SnapshotCommand) -> Result<()> {
             };
             (spec, input, None)
         }
+        SnapshotCommand::Docker(_) => bail!("Docker snapshots are handled by cli::docker"),
     };
     let opts = match cmd {
         SnapshotCommand::Tar { opts, .. } | SnapshotCommand::Dir { opts, .. } => opts,
+        SnapshotCommand::Docker(_) => bail!("Docker snapshots are handled by cli::docker"),
     };
     cairn::progress::Progress::start(&bar, "snapshot", total);
     let outcome = repo.snapshot(spec, vec![input], &bar)?;

@@ -15,6 +15,7 @@ mod containers;
 mod error;
 mod helper;
 mod images;
+pub mod ops;
 mod stream;
 mod types;
 mod volumes;

@@ -42,7 +42,8 @@ pub enum ContainerState {
 }
 
 impl ContainerState {
-    fn from_engine(state: &str) -> ContainerState {
+    /// The state from the engine's word for it ("running", "paused", ...).
+    pub fn from_engine(state: &str) -> ContainerState {
         match state {
             "created" => ContainerState::Created,
             "running" => ContainerState::Running,

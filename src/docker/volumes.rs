@@ -5,8 +5,8 @@ use std::io::{self, Read};
 
 use bollard::models::VolumeCreateRequest;
 use bollard::query_parameters::{
-    DownloadFromContainerOptions, ListContainersOptions, ListVolumesOptions, RemoveVolumeOptions,
-    UploadToContainerOptions,
+    ContainerArchiveInfoOptions, DownloadFromContainerOptions, ListContainersOptions,
+    ListVolumesOptions, RemoveVolumeOptions, UploadToContainerOptions,
 };
 
 use super::error::{DockerError, engine, not_found_as, status_of};
@@ -117,6 +117,32 @@ impl Docker {
             }
         }
         Ok(true)
+    }
+
+    /// Whether `relative` (a path inside the volume, without a leading '/') exists in the
+    /// volume, as the engine sees it. Asks for the path's metadata only; no content moves.
+    pub fn volume_has_entry(&self, name: &str, relative: &str) -> Result<bool, DockerError> {
+        let escapes = std::path::Path::new(relative)
+            .components()
+            .any(|part| !matches!(part, std::path::Component::Normal(_)));
+        if relative.is_empty() || escapes {
+            return Err(DockerError::InvalidInput(format!(
+                "{relative:?} is not a relative path inside a volume"
+            )));
+        }
+        self.inspect_volume(name)?;
+        let helper = self.volume_helper(name, true)?;
+        let options = ContainerArchiveInfoOptions {
+            path: format!("{VOLUME_MOUNT}/{relative}"),
+        };
+        match self.block_on(
+            self.api
+                .get_container_archive_info(helper.id(), Some(options)),
+        ) {
+            Ok(_) => Ok(true),
+            Err(error) if status_of(&error) == Some(404) => Ok(false),
+            Err(error) => Err(engine(error)),
+        }
     }
 
     /// The volume's content as a tar stream whose member names are relative to the volume root

@@ -59,14 +59,11 @@ impl ChunkerParams {
         let (min, avg, max) = (self.min_size, self.avg_size, self.max_size);
         // fastcdc's own limits (MINIMUM_MAX, AVERAGE_MAX, MAXIMUM_MAX): beyond them its mask
         // table lookup (log2(avg) + normalization) runs off the end and panics.
-        let ok = min >= 64
-            && min <= 1 << 20
+        let ok = (64..=1 << 20).contains(&min)
+            && (256..=4 << 20).contains(&avg)
+            && (1024..=16 << 20).contains(&max)
             && min <= avg
-            && avg <= 4 << 20
             && avg <= max
-            && max <= 16 << 20
-            && max >= 1024
-            && avg >= 256
             && min % 2 == 0
             && avg % 2 == 0
             && max % 2 == 0
