@@ -362,10 +362,50 @@ struct Limits {
     zstd_decompress_1t_mbps: f64,
     /// Decompression of the compressed slices alone (their raw bytes per second).
     zstd_decompress_1t_compressed_only_mbps: f64,
+    /// The same kernels per CPU-second of their thread: what they cost, whatever else runs on
+    /// the machine (the wall-clock figures above shrink when other processes compete).
+    fastcdc_cpu_mbps: f64,
+    blake3_cpu_mbps: f64,
+    zstd3_cpu_mbps: f64,
+    zstd_decompress_cpu_mbps: f64,
     zstd3_ratio: f64,
     incompressible_fraction: f64,
     chunks: u64,
     mean_chunk_bytes: f64,
+}
+
+/// CPU time consumed so far by the calling thread.
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid timespec to write into.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Wall and thread-CPU time of one measurement.
+struct Stopwatch {
+    wall: Instant,
+    cpu: Duration,
+}
+
+impl Stopwatch {
+    fn start() -> Stopwatch {
+        Stopwatch {
+            wall: Instant::now(),
+            cpu: thread_cpu(),
+        }
+    }
+
+    /// (MB per wall second, MB per CPU second).
+    fn rates(&self, bytes: u64) -> (f64, f64) {
+        (
+            mbps(bytes, self.wall.elapsed()),
+            mbps(bytes, thread_cpu() - self.cpu),
+        )
+    }
 }
 
 /// Up to `max` bytes of `path`: the whole file, or evenly spread 8 MiB windows of it.
@@ -397,13 +437,13 @@ fn measure_limits(path: &Path, max: u64) -> Result<Limits> {
 
     let chunker = Chunker::new(&DEFAULT_CHUNKER);
     let mut ends = Vec::with_capacity(sample.len() / 32_768);
-    let t = Instant::now();
+    let t = Stopwatch::start();
     chunker.cut(&sample, true, &mut ends);
-    l.fastcdc_1t_mbps = mbps(total, t.elapsed());
+    (l.fastcdc_1t_mbps, l.fastcdc_cpu_mbps) = t.rates(total);
     l.chunks = ends.len() as u64;
     l.mean_chunk_bytes = total as f64 / ends.len().max(1) as f64;
 
-    let t = Instant::now();
+    let t = Stopwatch::start();
     let mut start = 0;
     let mut xor = 0u8;
     for &end in &ends {
@@ -411,16 +451,16 @@ fn measure_limits(path: &Path, max: u64) -> Result<Limits> {
         start = end;
     }
     std::hint::black_box(xor);
-    l.blake3_1t_mbps = mbps(total, t.elapsed());
+    (l.blake3_1t_mbps, l.blake3_cpu_mbps) = t.rates(total);
     drop(ends);
 
     let slices: Vec<&[u8]> = sample.chunks(LIMIT_SLICE).collect();
-    let t = Instant::now();
+    let t = Stopwatch::start();
     let compressed: Vec<Option<Vec<u8>>> = slices
         .iter()
         .map(|s| cairn::compress::compress(s, ZSTD_LEVEL))
         .collect::<std::io::Result<_>>()?;
-    l.zstd3_1t_mbps = mbps(total, t.elapsed());
+    (l.zstd3_1t_mbps, l.zstd3_cpu_mbps) = t.rates(total);
     let stored: u64 = compressed
         .iter()
         .zip(&slices)
@@ -436,8 +476,9 @@ fn measure_limits(path: &Path, max: u64) -> Result<Limits> {
     l.incompressible_fraction = raw_bytes as f64 / total as f64;
 
     l.zstd3_2t_mbps = mbps(total, zstd_two_threads(&slices)?);
-    let (mix, compressed_only) = decompress_limits(&slices, &compressed)?;
+    let (mix, mix_cpu, compressed_only) = decompress_limits(&slices, &compressed)?;
     l.zstd_decompress_1t_mbps = mix;
+    l.zstd_decompress_cpu_mbps = mix_cpu;
     l.zstd_decompress_1t_compressed_only_mbps = compressed_only;
     Ok(l)
 }
@@ -468,8 +509,9 @@ fn zstd_two_threads(slices: &[&[u8]]) -> Result<Duration> {
     Ok(t.elapsed())
 }
 
-/// (mixed MB/s over all slices, MB/s over the compressed slices alone).
-fn decompress_limits(slices: &[&[u8]], compressed: &[Option<Vec<u8>>]) -> Result<(f64, f64)> {
+/// (mixed MB/s over all slices, the same per CPU-second, MB/s over the compressed slices alone).
+fn decompress_limits(slices: &[&[u8]], compressed: &[Option<Vec<u8>>]) -> Result<(f64, f64, f64)> {
+    let cpu = thread_cpu();
     let mut out = vec![0u8; LIMIT_SLICE];
     let (mut c_bytes, mut raw_bytes) = (0u64, 0u64);
     let t = Instant::now();
@@ -489,8 +531,10 @@ fn decompress_limits(slices: &[&[u8]], compressed: &[Option<Vec<u8>>]) -> Result
     }
     std::hint::black_box(&out);
     let t_raw = t.elapsed();
+    let all = c_bytes + raw_bytes;
     Ok((
-        mbps(c_bytes + raw_bytes, t_compressed + t_raw),
+        mbps(all, t_compressed + t_raw),
+        mbps(all, thread_cpu() - cpu),
         mbps(c_bytes, t_compressed),
     ))
 }
@@ -608,7 +652,9 @@ impl Restic {
 
     /// Extracts `tar` as a directory (the same path every generation, as a host would back up
     /// one root) and backs it up.
-    fn backup_generation(&self, tar: &Path) -> Result<Run> {
+    /// Returns the backup run and how long the extraction took.
+    fn backup_generation(&self, tar: &Path) -> Result<(Run, Duration)> {
+        let t = Instant::now();
         let src = self.src_parent.join("rootfs");
         if src.exists() {
             fs::remove_dir_all(&src)?;
@@ -620,10 +666,11 @@ impl Restic {
         archive
             .unpack(&src)
             .with_context(|| format!("extracting {}", tar.display()))?;
+        let extract = t.elapsed();
         let mut c = self.cmd();
         c.current_dir(&self.src_parent)
             .args(["backup", "--host", "bench", "rootfs"]);
-        run_child(&mut c, None, &self.log)
+        Ok((run_child(&mut c, None, &self.log)?, extract))
     }
 }
 
@@ -755,6 +802,7 @@ fn main() {
 
 fn real_main() -> Result<()> {
     let args = parse_args()?;
+    let run_start = Instant::now();
     if args.calibrate {
         calibrate(args.seed);
         return Ok(());
@@ -789,7 +837,9 @@ fn real_main() -> Result<()> {
             p.clone()
         }
         None => {
+            let t = Instant::now();
             let summary = generate_gen1(&args, &gen_path(1))?;
+            report.insert("generate_gen1_s".into(), json!(t.elapsed().as_secs_f64()));
             report.insert(
                 "data".into(),
                 json!({ "generated": summary, "seed": args.seed }),
@@ -804,7 +854,9 @@ fn real_main() -> Result<()> {
         "\nmachine limits (single process, on {} of generation 1):",
         human(args.limit_sample.min(gen1_bytes))
     );
+    let t = Instant::now();
     let limits = measure_limits(&gen1, args.limit_sample)?;
+    report.insert("limits_s".into(), json!(t.elapsed().as_secs_f64()));
     println!(
         "  FastCDC (cairn chunker), 1 core     {:8.1} MB/s",
         limits.fastcdc_1t_mbps
@@ -824,6 +876,13 @@ fn real_main() -> Result<()> {
     println!(
         "  zstd decompress, 1 thread           {:8.1} MB/s  (compressed slices alone: {:.1} MB/s)",
         limits.zstd_decompress_1t_mbps, limits.zstd_decompress_1t_compressed_only_mbps
+    );
+    println!(
+        "  per CPU-second: FastCDC {:.0}, BLAKE3 {:.0}, zstd-3 {:.0}, zstd decompress {:.0} MB",
+        limits.fastcdc_cpu_mbps,
+        limits.blake3_cpu_mbps,
+        limits.zstd3_cpu_mbps,
+        limits.zstd_decompress_cpu_mbps
     );
     println!(
         "  zstd-3 ratio {:.2}, incompressible {:.0}%, {} chunks of {:.0} KiB on average",
@@ -886,8 +945,12 @@ fn real_main() -> Result<()> {
         ("snapshot gen 1 again", again.clone()),
     ];
     let mut restic_sizes = Vec::new();
+    let mut restic_extract = Duration::ZERO;
+    let mut restic_backup = Duration::ZERO;
     if let Some(r) = &restic {
-        let run = r.backup_generation(&gen1)?;
+        let (run, extract) = r.backup_generation(&gen1)?;
+        restic_extract += extract;
+        restic_backup += run.wall;
         restic_sizes.push(dir_bytes(&r.repo));
         generations[0]["restic_repo_bytes"] = json!(restic_sizes[0]);
         generations[0]["restic"] = run.json();
@@ -917,7 +980,9 @@ fn real_main() -> Result<()> {
             "cairn": run.json(),
         });
         if let Some(r) = &restic {
-            let rr = r.backup_generation(&path)?;
+            let (rr, extract) = r.backup_generation(&path)?;
+            restic_extract += extract;
+            restic_backup += rr.wall;
             restic_sizes.push(dir_bytes(&r.repo));
             entry["restic_repo_bytes"] = json!(restic_sizes[restic_sizes.len() - 1]);
             entry["restic"] = rr.json();
@@ -1091,6 +1156,30 @@ fn real_main() -> Result<()> {
     );
     report.insert("peak_rss_mib".into(), json!(peak_rss_mib));
     reset_own_peak_rss();
+    let cpu_view = print_cpu_view([
+        (
+            "ingest new data",
+            gen1_bytes,
+            &first,
+            "zstd-3",
+            limits.zstd3_cpu_mbps,
+        ),
+        (
+            "ingest stored data",
+            gen1_bytes,
+            &again,
+            "FastCDC",
+            limits.fastcdc_cpu_mbps,
+        ),
+        (
+            "restore",
+            latest_bytes,
+            &restore,
+            "zstd decompression",
+            limits.zstd_decompress_cpu_mbps,
+        ),
+    ]);
+    report.insert("cpu_view".into(), cpu_view);
     report.insert(
         "rss_floor_mib".into(),
         json!(own_peak_rss_kib() as f64 / 1024.0),
@@ -1101,6 +1190,23 @@ fn real_main() -> Result<()> {
         Value::Array(targets.iter().map(Target::json).collect()),
     );
     report.insert("load_average_after".into(), json!(load_average()));
+    report.insert(
+        "phases_s".into(),
+        json!({
+            "restic_extract": restic_extract.as_secs_f64(),
+            "restic_backup": restic_backup.as_secs_f64(),
+            "startup_creation": creation.as_secs_f64(),
+            "total_before_cleanup": run_start.elapsed().as_secs_f64(),
+        }),
+    );
+    println!(
+        "\nphases: total {:.0} s before cleanup; restic: extraction {:.0} s, backups {:.0} s; \
+         creating the start-up repository {:.0} s",
+        run_start.elapsed().as_secs_f64(),
+        restic_extract.as_secs_f64(),
+        restic_backup.as_secs_f64(),
+        creation.as_secs_f64()
+    );
     println!("\nJSON:");
     println!("{}", serde_json::to_string(&Value::Object(report))?);
     Ok(())
@@ -1154,6 +1260,38 @@ fn print_generations(generations: &[Value], with_restic: bool) {
         println!();
     }
     println!("  (cairn added = growth of the whole repository directory: packs, index, manifests)");
+}
+
+/// Work per byte, free of other load on the machine: MB per CPU-second of cairn (all threads,
+/// user + sys) beside the kernel that bounds that path, and how much of the available cores the
+/// run kept busy.
+fn print_cpu_view<const N: usize>(rows: [(&str, u64, &Run, &str, f64); N]) -> Value {
+    println!(
+        "\nCPU-time view (MB per CPU-second, all threads; unaffected by other load on the machine):"
+    );
+    let mut out = serde_json::Map::new();
+    for (name, bytes, run, kernel, kernel_rate) in rows {
+        let cpu = run.user + run.sys;
+        let rate = mbps(bytes, cpu);
+        println!(
+            "  {name:20} cairn {rate:7.0} MB/cpu-s   {:>24} {kernel_rate:7.0} MB/cpu-s   \
+             cairn costs {:.2}× the kernel's CPU; cpu/wall {:.2}",
+            format!("{kernel} alone"),
+            kernel_rate / rate,
+            run.cpu_per_wall()
+        );
+        out.insert(
+            name.to_string(),
+            json!({
+                "cairn_mb_per_cpu_s": rate,
+                "kernel": kernel,
+                "kernel_mb_per_cpu_s": kernel_rate,
+                "cpu_cost_vs_kernel": kernel_rate / rate,
+                "cpu_per_wall": run.cpu_per_wall(),
+            }),
+        );
+    }
+    Value::Object(out)
 }
 
 fn print_targets(targets: &[Target]) {
