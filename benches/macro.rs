@@ -15,9 +15,11 @@ use anyhow::{Context, Result, bail};
 use cairn::chunker::Chunker;
 use cairn::repo::DEFAULT_CHUNKER;
 use serde_json::{Value, json};
+use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::{BufReader, BufWriter, Read};
 use std::os::unix::fs::FileExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -650,28 +652,68 @@ impl Restic {
         Ok(())
     }
 
-    /// Extracts `tar` as a directory (the same path every generation, as a host would back up
-    /// one root) and backs it up.
-    /// Returns the backup run and how long the extraction took.
+    /// Brings one directory in line with `tar` (the same path every generation, as a host backs
+    /// up its one root, so restic sees unchanged files unchanged) and backs it up.
+    /// Returns the backup run and how long updating the directory took.
     fn backup_generation(&self, tar: &Path) -> Result<(Run, Duration)> {
         let t = Instant::now();
         let src = self.src_parent.join("rootfs");
-        if src.exists() {
-            fs::remove_dir_all(&src)?;
-        }
         fs::create_dir_all(&src)?;
-        let mut archive = tar::Archive::new(BufReader::new(File::open(tar)?));
-        archive.set_preserve_permissions(true);
-        archive.set_preserve_mtime(true);
-        archive
-            .unpack(&src)
-            .with_context(|| format!("extracting {}", tar.display()))?;
+        sync_dir_with_tar(tar, &src).with_context(|| format!("extracting {}", tar.display()))?;
         let extract = t.elapsed();
         let mut c = self.cmd();
         c.current_dir(&self.src_parent)
             .args(["backup", "--host", "bench", "rootfs"]);
         Ok((run_child(&mut c, None, &self.log)?, extract))
     }
+}
+
+/// Makes `dir` hold what `tar` holds, writing only members whose size or mtime differ and
+/// deleting what the archive no longer has. Much cheaper than a fresh extraction when a few
+/// percent of 50,000 files change, since metadata operations are slow on shared disks.
+fn sync_dir_with_tar(tar: &Path, dir: &Path) -> Result<()> {
+    let mut archive = tar::Archive::new(BufReader::with_capacity(1 << 20, File::open(tar)?));
+    archive.set_preserve_permissions(true);
+    archive.set_preserve_mtime(true);
+    archive.set_overwrite(true);
+    let mut seen: HashSet<PathBuf> = HashSet::new();
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let rel: PathBuf = entry.path()?.components().collect();
+        let dest = dir.join(&rel);
+        let header = entry.header();
+        let unchanged = match fs::symlink_metadata(&dest) {
+            Ok(m) if header.entry_type().is_file() => {
+                m.is_file() && m.len() == header.size()? && m.mtime() as u64 == header.mtime()?
+            }
+            Ok(m) if header.entry_type().is_dir() => m.is_dir(),
+            Ok(m) if header.entry_type().is_symlink() => m.file_type().is_symlink(),
+            _ => false,
+        };
+        if !unchanged {
+            entry.unpack_in(dir)?;
+        }
+        seen.insert(rel);
+    }
+    remove_unseen(dir, Path::new(""), &seen)
+}
+
+fn remove_unseen(root: &Path, rel: &Path, seen: &HashSet<PathBuf>) -> Result<()> {
+    for entry in fs::read_dir(root.join(rel))? {
+        let entry = entry?;
+        let child = rel.join(entry.file_name());
+        let is_dir = entry.file_type()?.is_dir();
+        if !seen.contains(&child) {
+            if is_dir {
+                fs::remove_dir_all(entry.path())?;
+            } else {
+                fs::remove_file(entry.path())?;
+            }
+        } else if is_dir {
+            remove_unseen(root, &child, seen)?;
+        }
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
