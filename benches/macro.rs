@@ -688,10 +688,26 @@ fn sync_dir_with_tar(tar: &Path, dir: &Path) -> Result<()> {
             }
             Ok(m) if header.entry_type().is_dir() => m.is_dir(),
             Ok(m) if header.entry_type().is_symlink() => m.file_type().is_symlink(),
+            Ok(m) if header.entry_type().is_hard_link() => match entry.link_name()? {
+                Some(target) => fs::symlink_metadata(dir.join(target))
+                    .is_ok_and(|t| t.ino() == m.ino() && t.dev() == m.dev()),
+                None => false,
+            },
             _ => false,
         };
         if !unchanged {
+            if let Ok(m) = fs::symlink_metadata(&dest)
+                && !m.is_dir()
+            {
+                fs::remove_file(&dest)?;
+            }
             entry.unpack_in(dir)?;
+        }
+        // Archives need not list every parent directory; those extraction created stay too.
+        for ancestor in rel.ancestors().skip(1) {
+            if ancestor.as_os_str().is_empty() || !seen.insert(ancestor.to_path_buf()) {
+                break;
+            }
         }
         seen.insert(rel);
     }

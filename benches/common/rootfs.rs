@@ -118,7 +118,7 @@ impl Vocabulary {
         ];
         const NUCLEI: &[&str] = &["a", "e", "i", "o", "u", "ea", "ou", "io", "y"];
         const CODAS: &[&str] = &["", "", "", "n", "r", "s", "t", "l", "nd", "ng", "ck", "x"];
-        let mut rng = Rng::derive(seed, 0x766f_6361_62);
+        let mut rng = Rng::derive(seed, 0x76_6f63_6162);
         let mut bytes = Vec::new();
         let mut ends = Vec::with_capacity(VOCABULARY_WORDS);
         for i in 0..VOCABULARY_WORDS {
@@ -470,7 +470,7 @@ impl RootfsPlan {
         if rng.chance(0.35) {
             // One of the common licence texts: identical bytes across packages.
             let which = rng.below(SHARED_LICENCES);
-            let mut shared = Rng::derive(self.seed, 0x6c69_6365_6e63_65 + which);
+            let mut shared = Rng::derive(self.seed, 0x6c_6963_656e_6365 + which);
             let size = shared.lognormal(12_000.0, 0.4) as u64;
             let spec = FileSpec {
                 kind: Kind::Text(TextStyle::Prose),
