@@ -42,15 +42,29 @@ impl Chunker {
 
     /// Appends the end offsets of the chunks of `data` that are certain, and returns how many
     /// bytes they cover. With `at_end` the whole of `data` is cut.
-    pub fn cut(&self, data: &[u8], at_end: bool, ends: &mut Vec<usize>) -> usize {
+    ///
+    /// `hints` are sorted positions in `data` where a tar member begins. A chunk never runs
+    /// past the first hint at least `min_size` from its start: small members are grouped, and
+    /// every member larger than that starts a chunk of its own, so a changed file dirties only
+    /// its own chunks (its group) instead of a chunk it shares with unrelated neighbours.
+    /// Hints are known only once a member's first header block is read, so away from the end a
+    /// cut must leave `HINT_LOOKAHEAD` bytes after it; then the boundaries do not depend on how
+    /// the input was buffered.
+    pub fn cut(&self, data: &[u8], at_end: bool, hints: &[usize], ends: &mut Vec<usize>) -> usize {
         let mut pos = 0;
+        let mut next_hint = 0;
         while pos < data.len() {
-            let rest = &data[pos..];
-            if !at_end && rest.len() < self.max {
+            while next_hint < hints.len() && hints[next_hint] < pos + self.min {
+                next_hint += 1;
+            }
+            let limit = hints
+                .get(next_hint)
+                .map_or(data.len(), |&h| h.min(data.len()));
+            if !at_end && limit == data.len() && data.len() - pos < self.max + HINT_LOOKAHEAD {
                 break;
             }
             let (_, len) = v2020::cut(
-                rest,
+                &data[pos..limit],
                 self.min,
                 self.avg,
                 self.max,
@@ -61,13 +75,21 @@ impl Chunker {
             );
             // `cut` returns at least min(len, min_size) > 0 for non-empty input; guard anyway so
             // a future change cannot turn this into an endless loop.
-            let len = len.clamp(1, rest.len());
+            let len = len.clamp(1, limit - pos);
             pos += len;
             ends.push(pos);
         }
         pos
     }
 }
+
+/// Bytes a cut must stay away from the end of the known input (one tar header block), so that
+/// a member start hint it could have used is already known.
+pub const HINT_LOOKAHEAD: usize = 512;
+
+/// Sees newly read bytes in stream order before they are cut, and reports the stream offsets
+/// where tar members begin (ascending).
+pub type ScanHook<'h> = dyn FnMut(&[u8], &mut Vec<u64>) + Send + 'h;
 
 /// A buffer of stream bytes with its chunk boundaries.
 pub struct Batch {
@@ -97,6 +119,8 @@ pub struct BatchReader<R> {
     carry: Vec<u8>,
     offset: u64,
     done: bool,
+    /// Member starts (stream offsets) not yet behind the cut position.
+    hints: Vec<u64>,
 }
 
 impl<R: Read> BatchReader<R> {
@@ -108,12 +132,23 @@ impl<R: Read> BatchReader<R> {
             carry: Vec::new(),
             offset: 0,
             done: false,
+            hints: Vec::new(),
         }
     }
 
     /// The next batch, or `None` at the end of the stream. `recycled` is an old batch buffer to
     /// reuse, so steady-state ingest does not allocate.
     pub fn next_batch(&mut self, recycled: Option<Vec<u8>>) -> std::io::Result<Option<Batch>> {
+        self.next_batch_with(recycled, None)
+    }
+
+    /// Like `next_batch`; `scan` sees every newly read byte once, in order, before it is cut,
+    /// and may report member starts to cut at.
+    pub fn next_batch_with(
+        &mut self,
+        recycled: Option<Vec<u8>>,
+        mut scan: Option<&mut ScanHook<'_>>,
+    ) -> std::io::Result<Option<Batch>> {
         if self.done {
             return Ok(None);
         }
@@ -125,7 +160,8 @@ impl<R: Read> BatchReader<R> {
         let mut at_end = false;
         // Grow once and fill in place: pipes return 64 KiB per read, and re-zeroing the rest of
         // the buffer on every read would cost far more than the data.
-        let mut filled = data.len();
+        let carried = data.len();
+        let mut filled = carried;
         data.resize(self.batch_size, 0);
         while filled < self.batch_size {
             match self.source.read(&mut data[filled..]) {
@@ -139,8 +175,21 @@ impl<R: Read> BatchReader<R> {
             }
         }
         data.truncate(filled);
+        if let Some(scan) = scan.as_mut() {
+            let fresh = carried..filled;
+            scan(&data[fresh], &mut self.hints);
+        }
+        let base = self.offset;
+        let hints: Vec<usize> = self
+            .hints
+            .iter()
+            .filter(|&&h| h > base && h - base < data.len() as u64)
+            .map(|&h| (h - base) as usize)
+            .collect();
         let mut ends = Vec::with_capacity(data.len() / 8192 + 1);
-        let covered = self.chunker.cut(&data, at_end, &mut ends);
+        let covered = self.chunker.cut(&data, at_end, &hints, &mut ends);
+        let cut_to = base + covered as u64;
+        self.hints.retain(|&h| h > cut_to);
         self.carry.extend_from_slice(&data[covered..]);
         data.truncate(covered);
         if at_end {
@@ -217,6 +266,54 @@ mod tests {
                 prop_assert_eq!(*reference.last().unwrap(), len as u64);
             } else {
                 prop_assert!(reference.is_empty());
+            }
+        }
+    }
+
+    /// Boundaries of `data` with member starts at `starts`, each reported (like the tar scanner
+    /// does) once the 512 bytes after it have been read.
+    fn hinted_boundaries(data: &[u8], starts: &[u64], batch: usize, step: usize) -> Vec<u64> {
+        let mut r = BatchReader::new(Trickle(data, step), Chunker::new(&params()), batch);
+        let mut fed = 0u64;
+        let mut next = 0;
+        let mut hook = |bytes: &[u8], out: &mut Vec<u64>| {
+            fed += bytes.len() as u64;
+            while next < starts.len() && starts[next] + 512 <= fed {
+                out.push(starts[next]);
+                next += 1;
+            }
+        };
+        let mut out = Vec::new();
+        let mut rec = None;
+        while let Some(b) = r.next_batch_with(rec.take(), Some(&mut hook)).unwrap() {
+            out.extend(b.ends.iter().map(|&e| b.stream_offset + e as u64));
+            rec = Some(b.data);
+        }
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+        #[test]
+        fn hinted_boundaries_do_not_depend_on_buffering(
+            len in 1000usize..40_000,
+            mut starts in proptest::collection::vec(0u64..40_000, 0..30),
+            batch in 1usize..20_000,
+            step in 1usize..9000,
+        ) {
+            let data = noise(len, 4);
+            starts.retain(|&h| h + 512 <= len as u64);
+            starts.sort();
+            starts.dedup();
+            let reference = hinted_boundaries(&data, &starts, 1 << 20, 1 << 20);
+            prop_assert_eq!(hinted_boundaries(&data, &starts, batch, step), reference.clone());
+            // No chunk runs across a member start at least min_size (256) into it.
+            let mut prev = 0;
+            for &end in &reference {
+                for &h in &starts {
+                    prop_assert!(!(h >= prev + 256 && h < end), "chunk {prev}..{end} spans start {h}");
+                }
+                prev = end;
             }
         }
     }

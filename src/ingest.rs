@@ -318,14 +318,16 @@ impl<'r> SnapshotSession<'r> {
             None
         };
         let stored = {
-            let mut observe = recorder.as_mut().map(|r| move |b: &[u8]| r.observe(b));
+            let mut observe = recorder
+                .as_mut()
+                .map(|r| move |b: &[u8], starts: &mut Vec<u64>| r.observe(b, starts));
             store_stream(
                 &mut self.blobs,
                 self.repo,
                 input.reader,
                 observe
                     .as_mut()
-                    .map(|o| o as &mut (dyn FnMut(&[u8]) + Send)),
+                    .map(|o| o as &mut crate::chunker::ScanHook<'_>),
                 self.progress,
             )?
         };
@@ -410,16 +412,13 @@ pub fn hostname() -> String {
     String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
-/// Sees every byte of a stream, in order, on the reader thread.
-pub(crate) type Observer<'o> = dyn FnMut(&[u8]) + Send + 'o;
-
 /// Stores one stream and returns its tree root and digest. `observe` sees every byte in order
 /// (on the reader thread), e.g. to build a tar member index.
 pub(crate) fn store_stream(
     blobs: &mut BlobWriter<'_>,
     repo: &Repo,
     reader: Box<dyn Read + Send + '_>,
-    mut observe: Option<&mut Observer<'_>>,
+    mut observe: Option<&mut crate::chunker::ScanHook<'_>>,
     progress: &dyn Progress,
 ) -> Result<StoredStream> {
     let chunker = Chunker::new(&repo.config.chunker);
@@ -435,11 +434,8 @@ pub(crate) fn store_stream(
             let mut batches = BatchReader::new(reader, chunker, BATCH_SIZE);
             loop {
                 let recycled = recycle_rx.try_recv().ok();
-                match batches.next_batch(recycled) {
+                match batches.next_batch_with(recycled, observe.as_deref_mut()) {
                     Ok(Some(batch)) => {
-                        if let Some(obs) = observe.as_mut() {
-                            obs(&batch.data);
-                        }
                         if batch_tx.send(Ok(batch)).is_err() {
                             return; // the consumer failed and stopped listening
                         }

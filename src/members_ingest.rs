@@ -45,11 +45,14 @@ impl MemberRecorder {
         })
     }
 
-    pub fn observe(&mut self, bytes: &[u8]) {
+    /// Scans the next bytes of the stream; pushes the offsets of members that begin in them onto
+    /// `starts` (chunk boundary hints).
+    pub fn observe(&mut self, bytes: &[u8], starts: &mut Vec<u64>) {
         if self.failure.is_some() || self.scanner.is_done() {
             return;
         }
         self.scanner.feed(bytes, &mut self.members);
+        self.scanner.drain_member_starts(starts);
         for m in self.members.drain(..) {
             if let Err(e) = self.encoder.encode(&m, &mut self.encoded) {
                 self.failure = Some(e.to_string());

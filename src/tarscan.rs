@@ -225,6 +225,9 @@ pub struct TarScanner {
     current: Option<Member>,
     saw_header: bool,
     members_emitted: u64,
+    /// Stream offsets where members begin (their first header block), as soon as that block has
+    /// been read: chunking uses them before the member is complete.
+    starts: Vec<u64>,
 }
 
 impl Default for TarScanner {
@@ -245,7 +248,14 @@ impl TarScanner {
             current: None,
             saw_header: false,
             members_emitted: 0,
+            starts: Vec::new(),
         }
+    }
+
+    /// Moves the member start offsets found since the last call into `out`. A start is known
+    /// once the member's first 512-byte header block has been fed.
+    pub fn drain_member_starts(&mut self, out: &mut Vec<u64>) {
+        out.append(&mut self.starts);
     }
 
     /// Feeds the next bytes of the stream. Completed member records are appended to `out`.
@@ -391,6 +401,9 @@ impl TarScanner {
             return None;
         }
         let padding = padded_len(len)? - len;
+        if self.pending.header_offset.is_none() {
+            self.starts.push(start);
+        }
         self.pending.header_offset.get_or_insert(start);
         self.extension_buf.clear();
         if len == 0 {
@@ -442,6 +455,10 @@ impl TarScanner {
         let data_offset = self.offset;
         data_offset.checked_add(skip)?;
 
+        if self.pending.header_offset.is_none() {
+            self.starts.push(start);
+        }
+        let block = &self.block;
         let pending = mem::take(&mut self.pending);
         let path = member_path(block, &pending);
         let kind = MemberKind::from_typeflag(typeflag, &path);

@@ -49,7 +49,9 @@ fn unpack_archive<R: Read>(reader: R, dir: &Path) -> io::Result<()> {
     archive.set_preserve_mtime(true);
     archive.set_unpack_xattrs(true);
     let as_root = is_root();
-    archive.set_preserve_ownerships(as_root);
+    // Ownership is restored below, member by member: the tar crate refuses a whole archive when
+    // a uid/gid field is empty, which GNU tar accepts.
+    archive.set_preserve_ownerships(false);
     archive.set_overwrite(true);
     let mut dir_times: Vec<(PathBuf, u64)> = Vec::new();
     for entry in archive.entries()? {
@@ -60,8 +62,15 @@ fn unpack_archive<R: Read>(reader: R, dir: &Path) -> io::Result<()> {
             continue;
         }
         let mtime = entry.header().mtime().ok();
+        let header = entry.header().clone();
         let rel = entry.path()?.into_owned();
         let unpacked = entry.unpack_in(dir)?;
+        if unpacked
+            && as_root
+            && let Some(safe) = contained(&rel)
+        {
+            restore_owner(&dir.join(safe), &header)?;
+        }
         if unpacked
             && kind.is_dir()
             && let (Some(mtime), Some(safe)) = (mtime, contained(&rel))
@@ -76,8 +85,30 @@ fn unpack_archive<R: Read>(reader: R, dir: &Path) -> io::Result<()> {
         let t = filetime::FileTime::from_unix_time(i64::try_from(mtime).unwrap_or(i64::MAX), 0);
         // A directory a later member replaced (e.g. by a symlink) is not ours to touch.
         if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
-            filetime::set_file_mtime(&path, t)?;
+            set_mtime(&path, t)?;
         }
+    }
+    Ok(())
+}
+
+/// Gives an unpacked member the owner its header names (when the fields parse), then its mode
+/// again, since changing the owner of a file clears its setuid and setgid bits.
+fn restore_owner(path: &Path, header: &tar::Header) -> io::Result<()> {
+    let (Ok(uid), Ok(gid)) = (header.uid(), header.gid()) else {
+        return Ok(());
+    };
+    let (Ok(uid), Ok(gid)) = (u32::try_from(uid), u32::try_from(gid)) else {
+        return Ok(());
+    };
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid))?;
+    let meta = std::fs::symlink_metadata(path)?;
+    if !meta.file_type().is_symlink()
+        && let Ok(mode) = header.mode()
+    {
+        std::fs::set_permissions(
+            path,
+            std::os::unix::fs::PermissionsExt::from_mode(mode & 0o7777),
+        )?;
     }
     Ok(())
 }
@@ -152,9 +183,17 @@ fn make_special<R: Read>(dir: &Path, entry: &tar::Entry<'_, R>, as_root: bool) -
     }
     if let Ok(mtime) = header.mtime() {
         let t = filetime::FileTime::from_unix_time(i64::try_from(mtime).unwrap_or(i64::MAX), 0);
-        filetime::set_file_mtime(&target, t)?;
+        set_mtime(&target, t)?;
     }
     Ok(())
+}
+
+/// Sets a path's mtime (keeping its atime) without opening it: opening a FIFO would block until
+/// a writer appears.
+fn set_mtime(path: &Path, mtime: filetime::FileTime) -> io::Result<()> {
+    let meta = std::fs::symlink_metadata(path)?;
+    let atime = filetime::FileTime::from_last_access_time(&meta);
+    filetime::set_symlink_file_times(path, atime, mtime)
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ fn assert_usable(params: &ChunkerParams) {
     let built = catch_unwind(AssertUnwindSafe(|| {
         let chunker = Chunker::new(params);
         let mut ends = Vec::new();
-        chunker.cut(&[7u8; 4096], true, &mut ends)
+        chunker.cut(&[7u8; 4096], true, &[], &mut ends)
     }));
     assert_eq!(
         built.ok(),

@@ -41,7 +41,7 @@ fn check_chunker(params: &ChunkerParams) {
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
     let mut ends = Vec::new();
-    assert_eq!(chunker.cut(&sample, true, &mut ends), sample.len());
+    assert_eq!(chunker.cut(&sample, true, &[], &mut ends), sample.len());
     let mut start = 0;
     for &end in &ends {
         assert!(end > start && end - start <= chunker.max_size());
