@@ -3,14 +3,12 @@
 //! The work is done by `cairn::docker::ops`; this module parses, calls and prints.
 
 use anyhow::Result;
-use cairn::SnapshotOutcome;
 use cairn::docker::Docker;
 use cairn::docker::ops::{self, OpError, Quiesce, RestoreOptions, RestoredVolume, SnapshotLabels};
 use clap::{Args, Subcommand};
-use serde_json::json;
 
 use super::progress::Bar;
-use super::{Cli, RestoreArgs, fmt, open, streams_json};
+use super::{Cli, RestoreArgs, open};
 
 #[derive(Subcommand)]
 pub(super) enum DockerSnapshot {
@@ -227,42 +225,7 @@ pub(super) fn snapshot(cli: &Cli, command: &DockerSnapshot) -> Result<()> {
         }
     };
     drop(bar);
-    print_outcome(&outcome.map_err(failure)?, labels.json)
-}
-
-fn print_outcome(outcome: &SnapshotOutcome, as_json: bool) -> Result<()> {
-    let s = outcome.stats;
-    let m = &outcome.manifest;
-    if as_json {
-        let out = json!({
-            "id": outcome.id,
-            "time": m.time,
-            "source": m.source,
-            "kind": m.kind,
-            "bytes": s.bytes,
-            "new_bytes": s.new_bytes,
-            "stored_bytes": s.stored_bytes,
-            "chunks": s.chunks,
-            "new_chunks": s.new_chunks,
-            "streams": streams_json(&m.streams),
-            "meta": m.meta,
-        });
-        println!("{}", serde_json::to_string_pretty(&out)?);
-    } else {
-        println!(
-            "{} {}: {} read in {} streams, {} new in {} of {} chunks, {} added to packs",
-            m.kind,
-            m.source,
-            fmt::bytes(s.bytes),
-            m.streams.len(),
-            fmt::bytes(s.new_bytes),
-            s.new_chunks,
-            s.chunks,
-            fmt::bytes(s.stored_bytes)
-        );
-        println!("snapshot {}", outcome.id);
-    }
-    Ok(())
+    super::print_outcome(&outcome.map_err(failure)?, labels.json)
 }
 
 pub(super) fn restore(cli: &Cli, args: &RestoreArgs) -> Result<()> {

@@ -486,10 +486,15 @@ fn snapshot(cli: &Cli, cmd: &SnapshotCommand) -> Result<()> {
     cairn::progress::Progress::start(&bar, "snapshot", total);
     let outcome = repo.snapshot(spec, vec![input], &bar)?;
     drop(bar);
+    print_outcome(&outcome, opts.json)
+}
+
+/// Prints what a snapshot command did: one JSON object, or a summary ending with the id.
+fn print_outcome(outcome: &cairn::SnapshotOutcome, as_json: bool) -> Result<()> {
     let s = outcome.stats;
     let m = &outcome.manifest;
-    if opts.json {
-        let out = json!({
+    if as_json {
+        let mut out = json!({
             "id": outcome.id,
             "time": m.time,
             "source": m.source,
@@ -501,10 +506,17 @@ fn snapshot(cli: &Cli, cmd: &SnapshotCommand) -> Result<()> {
             "new_chunks": s.new_chunks,
             "streams": streams_json(&m.streams),
         });
+        if !m.meta.is_null() {
+            out["meta"] = m.meta.clone();
+        }
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
+        let streams = match m.streams.len() {
+            1 => String::new(),
+            n => format!(" in {n} streams"),
+        };
         println!(
-            "{} {}: {} read, {} new in {} of {} chunks, {} added to packs",
+            "{} {}: {} read{streams}, {} new in {} of {} chunks, {} added to packs",
             m.kind,
             m.source,
             fmt::bytes(s.bytes),
