@@ -29,8 +29,9 @@ if [ -z "${DOCKER_HOST:-}" ] && [ -x scripts/docker-test-engine.sh ] && [ "${CAI
 fi
 
 if cargo nextest --version >/dev/null 2>&1; then
+    # Doc tests first (nextest does not run them), so the run ends with nextest's summary.
+    cargo test --doc --quiet
     cargo nextest run --no-fail-fast "$@"
-    cargo test --doc
 else
     cargo test --no-fail-fast "$@"
 fi

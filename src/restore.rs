@@ -221,14 +221,31 @@ fn read_region(packs: &PackFiles, mut region: Vec<Wanted<'_>>) -> Result<()> {
     Ok(())
 }
 
-/// Restores a stream into `path`: written to a temporary file beside it and renamed into place
-/// only once every byte is verified, so a failed restore never leaves a file that looks done.
+/// Restores a stream into `path`. A regular file is written to a temporary file beside it and
+/// renamed into place only once every byte is verified, so a failed restore never leaves a file
+/// that looks done. Anything else that already exists there (`/dev/null`, a FIFO, a device) is
+/// written to directly: renaming over it would replace the device node itself.
 pub fn restore_to_file(
     repo: &Repo,
     stream: &StreamEntry,
     path: &std::path::Path,
     progress: &dyn Progress,
 ) -> Result<()> {
+    if let Ok(meta) = std::fs::metadata(path)
+        && !meta.is_file()
+    {
+        if meta.is_dir() {
+            return Err(Error::Invalid(format!(
+                "{} is a directory; give a file name, or use --extract",
+                path.display()
+            )));
+        }
+        let mut out = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(|e| Error::io(path, e))?;
+        return restore_stream(repo, stream, &mut out, progress);
+    }
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => std::path::PathBuf::from("."),

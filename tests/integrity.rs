@@ -317,3 +317,25 @@ fn verify_reports_damage_with_exit_3() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["ok"], false);
 }
+
+/// Regression: `--output /dev/null` used to write a temporary file into /dev and rename it
+/// over the device node.
+#[test]
+fn restore_to_a_device_writes_into_it_instead_of_replacing_it() {
+    use std::os::unix::fs::FileTypeExt;
+    let t = TestRepo::new();
+    let id = t.snapshot_bytes(&noise(300_000, 5), "dev");
+    t.ok(&["restore", &id, "--output", "/dev/null"]);
+    assert!(
+        std::fs::metadata("/dev/null")
+            .unwrap()
+            .file_type()
+            .is_char_device()
+    );
+    // A directory is refused rather than replaced.
+    let dir = t.path("a-dir");
+    std::fs::create_dir(&dir).unwrap();
+    let out = t.run(&["restore", &id, "--output", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(dir.is_dir());
+}
