@@ -314,6 +314,29 @@ impl Cairn {
         )
     }
 
+    fn check_read_data(&self) -> Result<Run> {
+        let null = File::create("/dev/null")?;
+        run_child(
+            self.cmd().args(["repo", "check", "--read-data"]),
+            Some(null),
+            &self.log,
+        )
+    }
+
+    /// Raw bytes of the distinct chunks: what `check --read-data` decompresses and re-hashes.
+    fn unique_bytes(&self) -> Result<u64> {
+        let run = run_child(
+            self.cmd().args(["repo", "stats", "--json"]),
+            None,
+            &self.log,
+        )?;
+        let stats: Value =
+            serde_json::from_slice(&run.stdout).context("parsing repo stats --json")?;
+        stats["unique_bytes"]
+            .as_u64()
+            .context("repo stats has no unique_bytes")
+    }
+
     fn snapshots_list(&self) -> Result<Run> {
         let null = File::create("/dev/null")?;
         run_child(self.cmd().arg("snapshots"), Some(null), &self.log)
@@ -1061,6 +1084,14 @@ fn real_main() -> Result<()> {
         &restore,
     );
     runs.push(("restore latest", restore.clone()));
+    let checked_bytes = cairn.unique_bytes()?;
+    let check = cairn.check_read_data()?;
+    print_run(
+        "repo check --read-data (unique data)",
+        Some(checked_bytes),
+        &check,
+    );
+    runs.push(("repo check --read-data", check.clone()));
 
     print_generations(&generations, restic.is_some());
 
@@ -1134,6 +1165,14 @@ fn real_main() -> Result<()> {
             at_least: true,
         },
         Target {
+            name: "check --read-data",
+            measured: mbps(checked_bytes, check.wall),
+            unit: "MB/s",
+            reference: mbps(latest_bytes, restore.wall),
+            rule: "≥ restore of the same data".into(),
+            at_least: true,
+        },
+        Target {
             name: "start-up: snapshots list",
             measured: list_ms,
             unit: "ms",
@@ -1198,6 +1237,10 @@ fn real_main() -> Result<()> {
     report.insert(
         "restore".into(),
         json!({ "bytes": latest_bytes, "mbps": mbps(latest_bytes, restore.wall), "run": restore.json() }),
+    );
+    report.insert(
+        "check_read_data".into(),
+        json!({ "bytes": checked_bytes, "mbps": mbps(checked_bytes, check.wall), "run": check.json() }),
     );
     report.insert("generations".into(), json!(generations));
     report.insert(
