@@ -337,6 +337,29 @@ impl Cairn {
             .context("repo stats has no unique_bytes")
     }
 
+    /// Runs a command with its output discarded (for timing it).
+    fn timed(&self, args: &[&str]) -> Result<Run> {
+        let null = File::create("/dev/null")?;
+        run_child(self.cmd().args(args), Some(null), &self.log)
+    }
+
+    /// Ids of the two newest snapshots.
+    fn last_two_ids(&self) -> Result<(String, String)> {
+        let run = run_child(self.cmd().args(["snapshots", "--json"]), None, &self.log)?;
+        let list: Value =
+            serde_json::from_slice(&run.stdout).context("parsing snapshots --json")?;
+        let ids: Vec<String> = list
+            .as_array()
+            .context("snapshots --json is not an array")?
+            .iter()
+            .filter_map(|s| s["id"].as_str().map(str::to_string))
+            .collect();
+        match ids.as_slice() {
+            [.., a, b] => Ok((a.clone(), b.clone())),
+            _ => anyhow::bail!("need two snapshots"),
+        }
+    }
+
     fn snapshots_list(&self) -> Result<Run> {
         let null = File::create("/dev/null")?;
         run_child(self.cmd().arg("snapshots"), Some(null), &self.log)
@@ -1092,6 +1115,15 @@ fn real_main() -> Result<()> {
         &check,
     );
     runs.push(("repo check --read-data", check.clone()));
+    // Browsing a multi-GB stream must not read it: ls and diff walk the member index, stats
+    // --by-source marks tree nodes only.
+    let (prev, last) = cairn.last_two_ids()?;
+    let ls = cairn.timed(&["ls", &last, "--recursive"])?;
+    let diff = cairn.timed(&["diff", &prev, &last])?;
+    let by_source = cairn.timed(&["repo", "stats", "--by-source"])?;
+    print_run("ls --recursive (newest generation)", None, &ls);
+    print_run("diff of the two newest generations", None, &diff);
+    print_run("repo stats --by-source", None, &by_source);
 
     print_generations(&generations, restic.is_some());
 
@@ -1163,6 +1195,30 @@ fn real_main() -> Result<()> {
             reference: 1.6 * limits.zstd_decompress_1t_mbps,
             rule: "≥ 1.6× single-thread zstd decompression".into(),
             at_least: true,
+        },
+        Target {
+            name: "ls --recursive",
+            measured: ls.wall.as_secs_f64() * 1000.0,
+            unit: "ms",
+            reference: 1000.0,
+            rule: "well under a second".into(),
+            at_least: false,
+        },
+        Target {
+            name: "diff of two generations",
+            measured: diff.wall.as_secs_f64() * 1000.0,
+            unit: "ms",
+            reference: 1000.0,
+            rule: "well under a second".into(),
+            at_least: false,
+        },
+        Target {
+            name: "stats --by-source",
+            measured: by_source.wall.as_secs_f64() * 1000.0,
+            unit: "ms",
+            reference: 1000.0,
+            rule: "well under a second".into(),
+            at_least: false,
         },
         Target {
             name: "check --read-data",
@@ -1241,6 +1297,14 @@ fn real_main() -> Result<()> {
     report.insert(
         "check_read_data".into(),
         json!({ "bytes": checked_bytes, "mbps": mbps(checked_bytes, check.wall), "run": check.json() }),
+    );
+    report.insert(
+        "browse_ms".into(),
+        json!({
+            "ls_recursive": ls.wall.as_secs_f64() * 1000.0,
+            "diff": diff.wall.as_secs_f64() * 1000.0,
+            "stats_by_source": by_source.wall.as_secs_f64() * 1000.0,
+        }),
     );
     report.insert("generations".into(), json!(generations));
     report.insert(

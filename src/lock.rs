@@ -18,8 +18,6 @@ use serde::{Deserialize, Serialize};
 use std::fs;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 pub const HEARTBEAT: Duration = Duration::from_secs(30);
@@ -48,7 +46,8 @@ pub struct LockInfo {
 /// A held lock; released (file removed) on drop.
 pub struct RepoLock {
     path: PathBuf,
-    stop: Arc<AtomicBool>,
+    /// Dropping it wakes the heartbeat thread at once, so releasing a lock costs no wait.
+    stop: Option<crossbeam_channel::Sender<()>>,
     heartbeat: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -103,23 +102,18 @@ impl RepoLock {
     }
 
     fn held(path: PathBuf) -> RepoLock {
-        let stop = Arc::new(AtomicBool::new(false));
-        let (p, s) = (path.clone(), stop.clone());
+        let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+        let p = path.clone();
         let heartbeat = std::thread::spawn(move || {
-            let tick = Duration::from_millis(250);
-            let mut since = Duration::ZERO;
-            while !s.load(Ordering::Relaxed) {
-                std::thread::sleep(tick);
-                since += tick;
-                if since >= HEARTBEAT {
-                    since = Duration::ZERO;
-                    let _ = filetime::set_file_mtime(&p, filetime::FileTime::now());
-                }
+            while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
+                stopped.recv_timeout(HEARTBEAT)
+            {
+                let _ = filetime::set_file_mtime(&p, filetime::FileTime::now());
             }
         });
         RepoLock {
             path,
-            stop,
+            stop: Some(stop),
             heartbeat: Some(heartbeat),
         }
     }
@@ -127,7 +121,7 @@ impl RepoLock {
 
 impl Drop for RepoLock {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.stop = None;
         if let Some(t) = self.heartbeat.take() {
             let _ = t.join();
         }
