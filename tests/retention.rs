@@ -111,13 +111,31 @@ fn gc_workload() -> (TestRepo, Vec<(String, Vec<u8>)>) {
 #[test]
 fn gc_killed_at_random_moments_loses_nothing() {
     let (t, keep) = gc_workload();
+    // Time a complete gc on a copy, so that the kills land while gc runs, on any machine.
+    let copy = t.path("copy");
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&t.repo)
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let started = std::time::Instant::now();
+    let full = std::process::Command::new(cairn_bin())
+        .arg("-r")
+        .arg(&copy)
+        .args(["repo", "gc"])
+        .output()
+        .unwrap();
+    assert!(full.status.success());
+    let full_ms = (started.elapsed().as_millis() as u64).max(10);
     let mut rng = 0x9e3779b97f4a7c15u64;
     let mut kills = 0;
     for _ in 0..12 {
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
-        let delay = Duration::from_millis(rng % 400);
+        let delay = Duration::from_millis(rng % full_ms);
         let mut child = t
             .cmd(&["repo", "gc"])
             .stdout(Stdio::null())
