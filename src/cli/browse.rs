@@ -4,7 +4,7 @@
 //!
 //! JSON field names are documented in docs/json.md.
 
-use super::{Bar, RestoreArgs, fmt, pick_stream, raw_stdout, snapshot_json};
+use super::{Bar, RestoreArgs, fmt, pick_stream, raw_stdout};
 use anyhow::{Context, Result, bail};
 use cairn::browse::{Entry, PathFilter, kind_name};
 use cairn::diff::{MemberDiff, StreamChange, StreamDiff};
@@ -505,55 +505,6 @@ pub(super) fn stats_by_source(repo: &Repo, json: bool) -> Result<()> {
         fmt::bytes(usage.shared_stored_bytes)
     );
     println!("UNIQUE: freed by forgetting the whole series (then gc); SHARED: also used by others");
-    Ok(())
-}
-
-pub(super) fn list_long(repo: &Repo, source: Option<&str>, json: bool) -> Result<()> {
-    let snaps: Vec<(Id, Manifest)> = repo
-        .snapshots()?
-        .into_iter()
-        .filter(|(_, m)| source.is_none_or(|s| m.source == s))
-        .collect();
-    if json {
-        let arr: Vec<Value> = snaps
-            .iter()
-            .map(|(id, m)| {
-                let mut v = snapshot_json(id, m);
-                v["added"] = json!(m.added);
-                v
-            })
-            .collect();
-        println!("{}", serde_json::to_string_pretty(&arr)?);
-        return Ok(());
-    }
-    let rows: Vec<Vec<String>> = snaps
-        .iter()
-        .map(|(id, m)| {
-            vec![
-                id.short(),
-                cairn::time::human(&m.time),
-                m.kind.clone(),
-                m.source.clone(),
-                fmt::bytes(m.streams.iter().map(|s| s.length).sum()),
-                fmt::bytes(m.added.stored_bytes),
-                m.streams.len().to_string(),
-                m.tags.join(","),
-            ]
-        })
-        .collect();
-    print!(
-        "{}",
-        fmt::table(
-            &[
-                "ID", "TIME", "KIND", "SOURCE", "SIZE", "ADDED", "STREAMS", "TAGS"
-            ],
-            &rows
-        )
-    );
-    println!(
-        "{} snapshots; ADDED: bytes the snapshot added to packs when it was taken",
-        snaps.len()
-    );
     Ok(())
 }
 

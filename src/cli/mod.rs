@@ -417,12 +417,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Snapshot(cmd) => snapshot(&cli, cmd)?,
-        Command::Snapshots {
-            source,
-            json,
-            long: true,
-        } => browse::list_long(&open(&cli)?, source.as_deref(), *json)?,
-        Command::Snapshots { source, json, .. } => list(&open(&cli)?, source.as_deref(), *json)?,
+        Command::Snapshots { source, json, long } => {
+            list(&open(&cli)?, source.as_deref(), *json, *long)?
+        }
         Command::Ls(args) => browse::ls(&open(&cli)?, args)?,
         Command::Cat(args) => browse::cat(&open(&cli)?, args)?,
         Command::Diff(args) => browse::diff(&open(&cli)?, args)?,
@@ -584,35 +581,61 @@ fn snapshot_json(id: &Id, m: &Manifest) -> serde_json::Value {
     })
 }
 
-fn list(repo: &Repo, source: Option<&str>, json: bool) -> Result<()> {
+/// `snapshots`; `long` adds what each snapshot added to the repository and its stream count.
+fn list(repo: &Repo, source: Option<&str>, json: bool, long: bool) -> Result<()> {
     let snaps: Vec<(Id, Manifest)> = repo
         .snapshots()?
         .into_iter()
         .filter(|(_, m)| source.is_none_or(|s| m.source == s))
         .collect();
     if json {
-        let arr: Vec<_> = snaps.iter().map(|(id, m)| snapshot_json(id, m)).collect();
+        let arr: Vec<_> = snaps
+            .iter()
+            .map(|(id, m)| {
+                let mut v = snapshot_json(id, m);
+                if long {
+                    v["added"] = json!(m.added);
+                }
+                v
+            })
+            .collect();
         println!("{}", serde_json::to_string_pretty(&arr)?);
         return Ok(());
     }
     let rows: Vec<Vec<String>> = snaps
         .iter()
         .map(|(id, m)| {
-            vec![
+            let mut row = vec![
                 id.short(),
                 cairn::time::human(&m.time),
                 m.kind.clone(),
                 m.source.clone(),
                 fmt::bytes(m.streams.iter().map(|s| s.length).sum()),
-                m.tags.join(","),
-            ]
+            ];
+            if long {
+                row.push(fmt::bytes(m.added.stored_bytes));
+                row.push(m.streams.len().to_string());
+            }
+            row.push(m.tags.join(","));
+            row
         })
         .collect();
-    print!(
-        "{}",
-        fmt::table(&["ID", "TIME", "KIND", "SOURCE", "SIZE", "TAGS"], &rows)
-    );
-    println!("{} snapshots", snaps.len());
+    let header: &[&str] = if long {
+        &[
+            "ID", "TIME", "KIND", "SOURCE", "SIZE", "ADDED", "STREAMS", "TAGS",
+        ]
+    } else {
+        &["ID", "TIME", "KIND", "SOURCE", "SIZE", "TAGS"]
+    };
+    print!("{}", fmt::table(header, &rows));
+    if long {
+        println!(
+            "{} snapshots; ADDED: bytes the snapshot added to packs when it was taken",
+            snaps.len()
+        );
+    } else {
+        println!("{} snapshots", snaps.len());
+    }
     Ok(())
 }
 

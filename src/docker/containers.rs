@@ -215,13 +215,7 @@ fn checkpoint_failure(endpoint: &str, error: bollard::errors::Error) -> DockerEr
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn server_error(status_code: u16, message: &str) -> bollard::errors::Error {
-        bollard::errors::Error::DockerResponseServerError {
-            status_code,
-            message: message.to_string(),
-        }
-    }
+    use crate::docker::error::tests::server_error;
 
     #[test]
     fn criu_failures_are_reported_as_unsupported_checkpoints() {

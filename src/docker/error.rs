@@ -110,10 +110,11 @@ pub(crate) fn not_found_as(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn server_error(status_code: u16, message: &str) -> bollard::errors::Error {
+    /// An engine error response, as bollard reports it.
+    pub(crate) fn server_error(status_code: u16, message: &str) -> bollard::errors::Error {
         bollard::errors::Error::DockerResponseServerError {
             status_code,
             message: message.to_string(),
