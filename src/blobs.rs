@@ -4,7 +4,7 @@ use crate::error::{Error, Result};
 use crate::format::tree::TreeNode;
 use crate::id::Id;
 use crate::index::BlobLocation;
-use crate::pack::unpack_blob;
+use crate::pack::unpack_one;
 use crate::store::Layout;
 use std::collections::HashMap;
 use std::fs::File;
@@ -73,16 +73,14 @@ impl PackFiles {
     /// Reads, decompresses and verifies one blob.
     pub fn read_blob(&self, id: &Id, loc: &BlobLocation) -> Result<Vec<u8>> {
         let stored = self.read_at(&loc.pack, loc.offset, loc.stored_len as usize)?;
-        let mut out = vec![0u8; loc.raw_len as usize];
-        unpack_blob(
+        unpack_one(
             &stored,
             loc.compression,
             loc.raw_len,
+            loc.frame,
             id,
             &loc.pack,
-            &mut out,
-        )?;
-        Ok(out)
+        )
     }
 
     pub fn read_node(&self, id: &Id, loc: &BlobLocation) -> Result<TreeNode> {

@@ -103,16 +103,12 @@ pub(crate) fn scan_pack(layout: &crate::store::Layout, id: &Id) -> Result<PackSc
     let entries = crate::pack::read_table(&file, len, id).map_err(|e| e.to_string());
     let mut bad_blobs = Vec::new();
     if let Ok(entries) = &entries {
-        for e in entries {
-            let start = e.offset as usize;
-            let stored = &bytes[start..start + e.stored_len as usize];
-            let mut out = vec![0u8; e.raw_len as usize];
-            if let Err(err) =
-                crate::pack::unpack_blob(stored, e.compression, e.raw_len, &e.id, id, &mut out)
-            {
+        crate::pack::for_each_blob(&bytes, entries, id, |e, blob| {
+            if let Err(err) = blob {
                 bad_blobs.push((e.id, err.to_string()));
             }
-        }
+            Ok(())
+        })?;
     }
     Ok(PackScan {
         id: *id,
@@ -298,31 +294,24 @@ pub fn check(repo: &Repo, read_data: ReadData, progress: &dyn Progress) -> Resul
 
 /// Index rows of one pack, as table entries.
 pub(crate) fn pack_rows(repo: &Repo, pack: &Id) -> Result<Vec<PackEntry>> {
-    let mut stmt = repo.index.conn().prepare_cached(
-        "SELECT b.id, b.kind, b.compression, b.offset, b.stored_len, b.raw_len
-         FROM blobs b JOIN packs p ON p.pack_no = b.pack_no WHERE p.id = ?1",
-    )?;
-    let rows = stmt.query_map([&pack.0[..]], |r| {
-        Ok((
-            r.get::<_, Vec<u8>>(0)?,
-            r.get::<_, u8>(1)?,
-            r.get::<_, u8>(2)?,
-            r.get::<_, i64>(3)?,
-            r.get::<_, i64>(4)?,
-            r.get::<_, i64>(5)?,
-        ))
-    })?;
+    let mut stmt = repo.index.conn().prepare_cached(&format!(
+        "SELECT b.id, {} FROM blobs b JOIN packs p ON p.pack_no = b.pack_no WHERE p.id = ?1",
+        crate::index::LOCATION_COLUMNS
+    ))?;
+    let mut rows = stmt.query([&pack.0[..]])?;
     let mut out = Vec::new();
-    for row in rows {
-        let (id, kind, compression, offset, stored, raw) = row?;
-        let bad = || Error::corrupt("index", format!("bad blob row in pack {pack}"));
+    while let Some(row) = rows.next()? {
+        let id = Id::from_slice(&row.get::<_, Vec<u8>>(0)?)
+            .ok_or_else(|| Error::corrupt("index", format!("bad blob row in pack {pack}")))?;
+        let loc = crate::index::blob_location(row, 1, *pack, &id)?;
         out.push(PackEntry {
-            id: Id::from_slice(&id).ok_or_else(bad)?,
-            kind: crate::format::BlobKind::from_u8(kind).map_err(|_| bad())?,
-            compression: crate::format::Compression::from_u8(compression).map_err(|_| bad())?,
-            offset: u64::try_from(offset).map_err(|_| bad())?,
-            stored_len: u32::try_from(stored).map_err(|_| bad())?,
-            raw_len: u32::try_from(raw).map_err(|_| bad())?,
+            id,
+            kind: loc.kind,
+            compression: loc.compression,
+            offset: loc.offset,
+            stored_len: loc.stored_len,
+            raw_len: loc.raw_len,
+            frame: loc.frame,
         });
     }
     Ok(out)

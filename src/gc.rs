@@ -11,8 +11,9 @@
 use crate::error::{Error, Result};
 use crate::format::{BlobKind, Compression};
 use crate::id::Id;
+use crate::index::BlobLocation;
 use crate::lock::{LockKind, RepoLock};
-use crate::pack::{FinishedPack, PackWriter, unpack_blob};
+use crate::pack::{FinishedPack, PackWriter, frame_slice, unpack_blob, unpack_frame};
 use crate::progress::Progress;
 use crate::repo::Repo;
 use rusqlite::params;
@@ -242,67 +243,149 @@ fn pack_usage(repo: &Repo) -> Result<Vec<PackUse>> {
 }
 
 /// Copies the live blobs of `packs` into new packs, verifying each on the way (a damaged blob
-/// stops gc rather than being copied), and makes the new packs durable.
+/// stops gc rather than being copied), and makes the new packs durable. A shared frame whose
+/// blobs are all live is copied as it is; the live blobs of a partly dead frame are compressed
+/// again as a frame of their own.
 fn rewrite(repo: &Repo, packs: &[&PackUse], progress: &dyn Progress) -> Result<Vec<FinishedPack>> {
-    let mut data: Option<PackWriter> = None;
-    let mut tree: Option<PackWriter> = None;
-    let mut done = Vec::new();
+    let mut out = Rewriter {
+        repo,
+        writers: [None, None],
+        done: Vec::new(),
+    };
     let mut copied: HashSet<Id> = HashSet::new();
     for u in packs {
-        let mut stmt = repo.index.conn().prepare(
-            "SELECT b.id, b.offset, b.stored_len, b.raw_len, b.kind, b.compression
-             FROM blobs b JOIN temp.live l ON l.id = b.id WHERE b.pack_no = ?1 ORDER BY b.offset",
-        )?;
-        let rows: Vec<(Vec<u8>, i64, i64, i64, u8, u8)> = stmt
-            .query_map(params![u.pack_no], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                ))
-            })?
-            .collect::<rusqlite::Result<_>>()?;
-        for (id, offset, stored_len, raw_len, kind, compression) in rows {
-            let bad = || Error::corrupt("index", format!("bad row in pack {}", u.id));
-            let id = Id::from_slice(&id).ok_or_else(bad)?;
-            if !copied.insert(id) {
-                continue;
+        let mut stmt = repo.index.conn().prepare(&format!(
+            "SELECT b.id, {} FROM blobs b JOIN temp.live l ON l.id = b.id
+             WHERE b.pack_no = ?1 ORDER BY b.offset, b.frame_skip",
+            crate::index::LOCATION_COLUMNS
+        ))?;
+        let mut rows = stmt.query(params![u.pack_no])?;
+        let mut live: Vec<(Id, BlobLocation)> = Vec::new();
+        while let Some(row) = rows.next()? {
+            let id = Id::from_slice(&row.get::<_, Vec<u8>>(0)?)
+                .ok_or_else(|| Error::corrupt("index", format!("bad row in pack {}", u.id)))?;
+            if copied.insert(id) {
+                live.push((id, crate::index::blob_location(row, 1, u.id, &id)?));
             }
-            let kind = BlobKind::from_u8(kind).map_err(|_| bad())?;
-            let compression = Compression::from_u8(compression).map_err(|_| bad())?;
-            let raw_len = u32::try_from(raw_len).map_err(|_| bad())?;
-            let stored = repo.packs.read_at(
-                &u.id,
-                u64::try_from(offset).map_err(|_| bad())?,
-                usize::try_from(stored_len).map_err(|_| bad())?,
-            )?;
-            let mut scratch = vec![0u8; raw_len as usize];
-            unpack_blob(&stored, compression, raw_len, &id, &u.id, &mut scratch)?;
-            let slot = match kind {
-                BlobKind::Data => &mut data,
-                BlobKind::Tree => &mut tree,
-            };
-            if slot.is_none() {
-                *slot = Some(PackWriter::new(&repo.layout)?);
-            }
-            if let Some(w) = slot.as_mut() {
-                w.add(id, kind, compression, raw_len, &stored)?;
-                if w.len() >= repo.config.pack_size
-                    && let Some(full) = slot.take()
-                {
-                    done.push(full.finish(&repo.layout)?);
+        }
+        // Consecutive rows at one offset are the live blobs of one shared frame.
+        for run in live.chunk_by(|a, b| a.1.frame.is_some() && a.1.offset == b.1.offset) {
+            let (first_id, first) = &run[0];
+            let stored = repo
+                .packs
+                .read_at(&u.id, first.offset, first.stored_len as usize)?;
+            match first.frame {
+                None => {
+                    let mut raw = vec![0u8; first.raw_len as usize];
+                    unpack_blob(
+                        &stored,
+                        first.compression,
+                        first.raw_len,
+                        first_id,
+                        &u.id,
+                        &mut raw,
+                    )?;
+                    out.writer(first.kind)?.add(
+                        *first_id,
+                        first.kind,
+                        first.compression,
+                        first.raw_len,
+                        &stored,
+                    )?;
+                }
+                Some(f) => {
+                    let frame = unpack_frame(&stored, f.raw_len, first_id, &u.id)?;
+                    let mut members = Vec::with_capacity(run.len());
+                    let mut joined = Vec::new();
+                    for (id, loc) in run {
+                        let frame_info = loc.frame.ok_or_else(|| {
+                            Error::corrupt("index", format!("blob {id}: frame rows disagree"))
+                        })?;
+                        let bytes = frame_slice(&frame, frame_info, loc.raw_len, id, &u.id)?;
+                        joined.extend_from_slice(bytes);
+                        members.push((*id, loc.raw_len));
+                    }
+                    let w = out.writer(first.kind)?;
+                    if joined.len() == frame.len() {
+                        w.add_frame(first.kind, &members, &stored)?;
+                    } else {
+                        add_regrouped(
+                            w,
+                            first.kind,
+                            &members,
+                            &joined,
+                            repo.config.compression.level,
+                        )?;
+                    }
                 }
             }
+            out.close_if_full(first.kind)?;
             progress.advance(stored.len() as u64);
         }
     }
-    for w in [data, tree].into_iter().flatten() {
-        done.push(w.finish(&repo.layout)?);
+    out.finish()
+}
+
+/// Stores blobs that shared a frame as a new, smaller frame, or one by one when that does not
+/// compress.
+fn add_regrouped(
+    w: &mut PackWriter,
+    kind: BlobKind,
+    members: &[(Id, u32)],
+    joined: &[u8],
+    level: i32,
+) -> Result<()> {
+    if let Some(c) = crate::compress::compress(joined, level)
+        .map_err(|e| Error::Invalid(format!("zstd: {e}")))?
+    {
+        return w.add_frame(kind, members, &c);
     }
-    Ok(done)
+    let mut at = 0usize;
+    for &(id, len) in members {
+        let bytes = joined
+            .get(at..at + len as usize)
+            .ok_or_else(|| Error::Invalid("regrouped frame shorter than its blobs".into()))?;
+        w.add(id, kind, Compression::None, len, bytes)?;
+        at += len as usize;
+    }
+    Ok(())
+}
+
+/// The new packs a gc writes: one open pack per blob kind.
+struct Rewriter<'r> {
+    repo: &'r Repo,
+    writers: [Option<PackWriter>; 2],
+    done: Vec<FinishedPack>,
+}
+
+impl Rewriter<'_> {
+    fn writer(&mut self, kind: BlobKind) -> Result<&mut PackWriter> {
+        let slot = &mut self.writers[usize::from(kind == BlobKind::Tree)];
+        if slot.is_none() {
+            *slot = Some(PackWriter::new(&self.repo.layout)?);
+        }
+        slot.as_mut()
+            .ok_or_else(|| Error::Invalid("no open pack".into()))
+    }
+
+    fn close_if_full(&mut self, kind: BlobKind) -> Result<()> {
+        let slot = &mut self.writers[usize::from(kind == BlobKind::Tree)];
+        if slot
+            .as_ref()
+            .is_some_and(|w| w.len() >= self.repo.config.pack_size)
+            && let Some(full) = slot.take()
+        {
+            self.done.push(full.finish(&self.repo.layout)?);
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<Vec<FinishedPack>> {
+        for w in self.writers.into_iter().flatten() {
+            self.done.push(w.finish(&self.repo.layout)?);
+        }
+        Ok(self.done)
+    }
 }
 
 /// Removes leftovers of interrupted writers; safe only under the exclusive lock.

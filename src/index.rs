@@ -5,15 +5,15 @@
 //! processes can write through SQLite's WAL with a busy timeout.
 
 use crate::error::{Error, Result};
-use crate::format::pack::PackEntry;
+use crate::format::pack::{Frame, PackEntry};
 use crate::format::{BlobKind, Compression};
 use crate::id::Id;
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
 use std::time::Duration;
 
-/// Schema version, stored in `PRAGMA user_version`.
-pub const SCHEMA_VERSION: i64 = 1;
+/// Schema version, stored in `PRAGMA user_version`. An index of an older schema is rebuilt.
+pub const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE meta (
@@ -33,7 +33,10 @@ CREATE TABLE blobs (
     stored_len  INTEGER NOT NULL,
     raw_len     INTEGER NOT NULL,
     kind        INTEGER NOT NULL,
-    compression INTEGER NOT NULL
+    compression INTEGER NOT NULL,
+    frame_len   INTEGER,
+    frame_skip  INTEGER,
+    frame_raw   INTEGER
 ) WITHOUT ROWID;
 CREATE INDEX blobs_by_pack ON blobs(pack_no);
 CREATE TABLE snapshots (
@@ -51,11 +54,56 @@ CREATE INDEX snapshots_by_series ON snapshots(kind, source, time_ns);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BlobLocation {
     pub pack: Id,
+    /// Where the blob's stored bytes, or its shared frame, start.
     pub offset: u64,
+    /// Bytes to read at `offset` (the whole frame for a blob in a shared frame).
     pub stored_len: u32,
     pub raw_len: u32,
     pub kind: BlobKind,
     pub compression: Compression,
+    pub frame: Option<Frame>,
+}
+
+/// The blob columns every reader selects, in this order (see `blob_location`).
+pub(crate) const LOCATION_COLUMNS: &str = "b.offset, b.stored_len, b.raw_len, b.kind, \
+     b.compression, b.frame_len, b.frame_skip, b.frame_raw";
+
+/// Decodes `LOCATION_COLUMNS` starting at column `at` of `row`, for a blob of `pack`.
+pub(crate) fn blob_location(
+    row: &rusqlite::Row<'_>,
+    at: usize,
+    pack: Id,
+    id: &Id,
+) -> Result<BlobLocation> {
+    let bad = |what: &str| Error::corrupt("index", format!("blob {id}: bad {what}"));
+    let int = |i: usize| -> Result<i64> { Ok(row.get::<_, i64>(at + i)?) };
+    let opt = |i: usize| -> Result<Option<i64>> { Ok(row.get::<_, Option<i64>>(at + i)?) };
+    let u32_of = |v: i64, what: &str| u32::try_from(v).map_err(|_| bad(what));
+    let frame = match (opt(5)?, opt(6)?, opt(7)?) {
+        (Some(len), Some(skip), Some(raw)) => Some((
+            u32_of(len, "frame length")?,
+            Frame {
+                skip: u32_of(skip, "frame offset")?,
+                raw_len: u32_of(raw, "frame length")?,
+            },
+        )),
+        (None, None, None) => None,
+        _ => return Err(bad("frame")),
+    };
+    let kind = u8::try_from(int(3)?).map_err(|_| bad("kind"))?;
+    let compression = u8::try_from(int(4)?).map_err(|_| bad("compression"))?;
+    Ok(BlobLocation {
+        pack,
+        offset: u64::try_from(int(0)?).map_err(|_| bad("offset"))?,
+        stored_len: match frame {
+            Some((len, _)) => len,
+            None => u32_of(int(1)?, "length")?,
+        },
+        raw_len: u32_of(int(2)?, "length")?,
+        kind: BlobKind::from_u8(kind).map_err(|_| bad("kind"))?,
+        compression: Compression::from_u8(compression).map_err(|_| bad("compression"))?,
+        frame: frame.map(|(_, f)| f),
+    })
 }
 
 #[derive(Clone, Debug)]
@@ -104,6 +152,9 @@ impl Index {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version != 0 && version < SCHEMA_VERSION {
+            return Ok(None);
+        }
         if version > SCHEMA_VERSION {
             return Err(Error::Invalid(format!(
                 "index schema {version} is newer than this cairn supports ({SCHEMA_VERSION}); \
@@ -173,7 +224,19 @@ impl Index {
     ) -> Result<bool> {
         self.conn.execute_batch("BEGIN IMMEDIATE")?;
         let result = (|| -> Result<bool> {
-            if !force && self.is_complete()? {
+            let version: i64 = self
+                .conn
+                .pragma_query_value(None, "user_version", |r| r.get(0))?;
+            if version != SCHEMA_VERSION {
+                // An older (or never created) schema: replace it, still in this transaction.
+                self.conn.execute_batch(
+                    "DROP TABLE IF EXISTS blobs; DROP TABLE IF EXISTS packs;
+                     DROP TABLE IF EXISTS snapshots; DROP TABLE IF EXISTS meta;",
+                )?;
+                self.conn.execute_batch(SCHEMA)?;
+                self.conn
+                    .pragma_update(None, "user_version", SCHEMA_VERSION)?;
+            } else if !force && self.is_complete()? {
                 return Ok(false);
             }
             self.conn.execute_batch(
@@ -223,34 +286,17 @@ impl Index {
     }
 
     pub fn locate(&self, id: &Id) -> Result<Option<BlobLocation>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT p.id, b.offset, b.stored_len, b.raw_len, b.kind, b.compression
-             FROM blobs b JOIN packs p ON p.pack_no = b.pack_no WHERE b.id = ?1",
-        )?;
-        let row = stmt
-            .query_row([&id.0[..]], |r| {
-                Ok((
-                    r.get::<_, Vec<u8>>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, i64>(3)?,
-                    r.get::<_, u8>(4)?,
-                    r.get::<_, u8>(5)?,
-                ))
-            })
-            .optional()?;
-        let Some((pack, offset, stored_len, raw_len, kind, compression)) = row else {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT p.id, {LOCATION_COLUMNS}
+             FROM blobs b JOIN packs p ON p.pack_no = b.pack_no WHERE b.id = ?1"
+        ))?;
+        let mut rows = stmt.query([&id.0[..]])?;
+        let Some(row) = rows.next()? else {
             return Ok(None);
         };
-        let bad = |what: &str| Error::corrupt("index", format!("blob {id}: bad {what}"));
-        Ok(Some(BlobLocation {
-            pack: Id::from_slice(&pack).ok_or_else(|| bad("pack id"))?,
-            offset: u64::try_from(offset).map_err(|_| bad("offset"))?,
-            stored_len: u32::try_from(stored_len).map_err(|_| bad("length"))?,
-            raw_len: u32::try_from(raw_len).map_err(|_| bad("length"))?,
-            kind: BlobKind::from_u8(kind).map_err(|_| bad("kind"))?,
-            compression: Compression::from_u8(compression).map_err(|_| bad("compression"))?,
-        }))
+        let pack = Id::from_slice(&row.get::<_, Vec<u8>>(0)?)
+            .ok_or_else(|| Error::corrupt("index", format!("blob {id}: bad pack id")))?;
+        Ok(Some(blob_location(row, 1, pack, id)?))
     }
 
     /// Records a durable pack and its blobs in one transaction. A blob already indexed in
@@ -393,18 +439,24 @@ pub(crate) fn insert_pack(
         |r| r.get(0),
     )?;
     let mut stmt = tx.prepare_cached(
-        "INSERT OR IGNORE INTO blobs(id, pack_no, offset, stored_len, raw_len, kind, compression)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT OR IGNORE INTO blobs(id, pack_no, offset, stored_len, raw_len, kind, compression,
+                                     frame_len, frame_skip, frame_raw)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?;
     for e in entries {
+        // `stored_len` holds the blob's share of the pack (what sums and gc count); a blob in a
+        // shared frame also records what to read and where it sits in the frame.
         stmt.execute(params![
             &e.id.0[..],
             pack_no,
             sql_i64(e.offset),
-            e.stored_len,
+            sql_i64(e.stored_share()),
             e.raw_len,
             e.kind as u8,
-            e.compression as u8
+            e.compression as u8,
+            e.frame.map(|_| e.stored_len),
+            e.frame.map(|f| f.skip),
+            e.frame.map(|f| f.raw_len),
         ])?;
     }
     Ok(())
@@ -427,6 +479,7 @@ mod tests {
             offset: off,
             stored_len: 4,
             raw_len: 4,
+            frame: None,
         };
         let p1 = Id::of(b"p1");
         let p2 = Id::of(b"p2");

@@ -1,7 +1,7 @@
 //! Writing and reading pack files (layout in `format::pack`).
 
 use crate::error::{Error, IoContext, Result};
-use crate::format::pack::{self as fmt, PackEntry, TRAILER_LEN};
+use crate::format::pack::{self as fmt, Frame, PackEntry, TRAILER_LEN};
 use crate::format::{BlobKind, Compression};
 use crate::id::Id;
 use crate::store::{Layout, TempFile};
@@ -74,7 +74,59 @@ impl PackWriter {
             offset,
             stored_len,
             raw_len,
+            frame: None,
         });
+        Ok(())
+    }
+
+    /// Appends one blob given its raw bytes: zstd at `level`, or raw when that does not shrink it.
+    pub fn add_compressed(&mut self, id: Id, kind: BlobKind, raw: &[u8], level: i32) -> Result<()> {
+        let raw_len = u32::try_from(raw.len())
+            .map_err(|_| Error::Invalid("blob larger than 4 GiB".into()))?;
+        match crate::compress::compress(raw, level)
+            .map_err(|e| Error::Invalid(format!("zstd: {e}")))?
+        {
+            Some(c) => self.add(id, kind, Compression::Zstd, raw_len, &c),
+            None => self.add(id, kind, Compression::None, raw_len, raw),
+        }
+    }
+
+    /// Appends one zstd frame holding several blobs: `members` are their ids and raw lengths,
+    /// in the order their bytes were concatenated before compression.
+    pub fn add_frame(
+        &mut self,
+        kind: BlobKind,
+        members: &[(Id, u32)],
+        stored: &[u8],
+    ) -> Result<()> {
+        let too_big = || Error::Invalid("frame larger than the format allows".into());
+        let stored_len = u32::try_from(stored.len()).map_err(|_| too_big())?;
+        let frame_raw = members
+            .iter()
+            .try_fold(0u32, |sum, (_, len)| sum.checked_add(*len))
+            .filter(|&n| n <= fmt::MAX_FRAME_RAW)
+            .ok_or_else(too_big)?;
+        if members.is_empty() || stored.is_empty() {
+            return Err(Error::Invalid("empty frame".into()));
+        }
+        let offset = self.offset;
+        self.write_raw(stored)?;
+        let mut skip = 0;
+        for &(id, raw_len) in members {
+            self.entries.push(PackEntry {
+                id,
+                kind,
+                compression: Compression::Zstd,
+                offset,
+                stored_len,
+                raw_len,
+                frame: Some(Frame {
+                    skip,
+                    raw_len: frame_raw,
+                }),
+            });
+            skip += raw_len;
+        }
         Ok(())
     }
 
@@ -156,11 +208,17 @@ pub fn read_table(file: &File, len: u64, pack: &Id) -> Result<Vec<PackEntry>> {
     let mut header = [0u8; 8];
     file.read_exact_at(&mut header, 0)
         .map_err(|e| damaged(e.to_string()))?;
-    fmt::check_header(&header).map_err(|e| damaged(e.0))?;
+    let version = fmt::check_header(&header).map_err(|e| damaged(e.0))?;
     let mut trailer = [0u8; TRAILER_LEN];
     file.read_exact_at(&mut trailer, len - TRAILER_LEN as u64)
         .map_err(|e| damaged(e.to_string()))?;
     let trailer = fmt::decode_trailer(&trailer).map_err(|e| damaged(e.0))?;
+    if trailer.version != version {
+        return Err(damaged(format!(
+            "header says version {version}, trailer {}",
+            trailer.version
+        )));
+    }
     let table_len = trailer.table_len();
     if table_len + TRAILER_LEN as u64 + fmt::HEADER_LEN > len {
         return Err(damaged("table longer than the pack".into()));
@@ -169,6 +227,81 @@ pub fn read_table(file: &File, len: u64, pack: &Id) -> Result<Vec<PackEntry>> {
     file.read_exact_at(&mut table, len - TRAILER_LEN as u64 - table_len)
         .map_err(|e| damaged(e.to_string()))?;
     fmt::decode_table(&table, &trailer, len).map_err(|e| damaged(e.0))
+}
+
+/// Turns the stored bytes of one blob (`stored` is what its location says to read: its own bytes
+/// or its whole frame) back into the blob, checking length and id.
+pub fn unpack_one(
+    stored: &[u8],
+    compression: Compression,
+    raw_len: u32,
+    frame: Option<Frame>,
+    id: &Id,
+    pack: &Id,
+) -> Result<Vec<u8>> {
+    match frame {
+        None => {
+            let mut out = vec![0u8; raw_len as usize];
+            unpack_blob(stored, compression, raw_len, id, pack, &mut out)?;
+            Ok(out)
+        }
+        Some(f) => {
+            let whole = unpack_frame(stored, f.raw_len, id, pack)?;
+            Ok(frame_slice(&whole, f, raw_len, id, pack)?.to_vec())
+        }
+    }
+}
+
+/// Decompresses a shared frame; `id` names a blob in it for the error message.
+pub fn unpack_frame(stored: &[u8], frame_raw_len: u32, id: &Id, pack: &Id) -> Result<Vec<u8>> {
+    if frame_raw_len > fmt::MAX_FRAME_RAW {
+        return Err(Error::DamagedBlob {
+            blob: *id,
+            pack: *pack,
+            detail: format!("frame claims {frame_raw_len} bytes"),
+        });
+    }
+    let mut out = vec![0u8; frame_raw_len as usize];
+    let n = crate::compress::decompress_into(stored, &mut out).map_err(|e| Error::DamagedBlob {
+        blob: *id,
+        pack: *pack,
+        detail: format!("cannot decompress its frame: {e}"),
+    })?;
+    if n != out.len() {
+        return Err(Error::DamagedBlob {
+            blob: *id,
+            pack: *pack,
+            detail: format!("frame decompressed to {n} bytes, expected {frame_raw_len}"),
+        });
+    }
+    Ok(out)
+}
+
+/// A blob's bytes within its decompressed frame, checked against its id.
+pub fn frame_slice<'f>(
+    frame: &'f [u8],
+    f: Frame,
+    raw_len: u32,
+    id: &Id,
+    pack: &Id,
+) -> Result<&'f [u8]> {
+    let start = f.skip as usize;
+    let bytes = start
+        .checked_add(raw_len as usize)
+        .and_then(|end| frame.get(start..end))
+        .ok_or_else(|| Error::DamagedBlob {
+            blob: *id,
+            pack: *pack,
+            detail: "lies outside its frame".into(),
+        })?;
+    if Id::of(bytes) != *id {
+        return Err(Error::DamagedBlob {
+            blob: *id,
+            pack: *pack,
+            detail: "content does not match its id".into(),
+        });
+    }
+    Ok(bytes)
 }
 
 /// Turns stored bytes back into the blob, checking length and id.
@@ -209,4 +342,124 @@ pub fn unpack_blob(
         return Err(damaged("content does not match its id".into()));
     }
     Ok(())
+}
+
+/// Unpacks every blob of a pack held in `bytes` (the whole file), decompressing each shared
+/// frame once, and hands each entry with its verified bytes, or the damage found, to `visit`.
+pub fn for_each_blob(
+    bytes: &[u8],
+    entries: &[PackEntry],
+    pack: &Id,
+    mut visit: impl FnMut(&PackEntry, Result<&[u8]>) -> Result<()>,
+) -> Result<()> {
+    // The decompressed frame last used, by its offset: a frame's entries are consecutive.
+    let mut frame_cache: Option<(u64, Result<Vec<u8>>)> = None;
+    for e in entries {
+        let stored = usize::try_from(e.offset)
+            .ok()
+            .and_then(|start| bytes.get(start..start.checked_add(e.stored_len as usize)?))
+            .ok_or_else(|| Error::DamagedBlob {
+                blob: e.id,
+                pack: *pack,
+                detail: "lies outside the pack".into(),
+            });
+        let stored = match stored {
+            Ok(s) => s,
+            Err(err) => {
+                visit(e, Err(err))?;
+                continue;
+            }
+        };
+        match e.frame {
+            None => {
+                let mut out = vec![0u8; e.raw_len as usize];
+                let r = unpack_blob(stored, e.compression, e.raw_len, &e.id, pack, &mut out);
+                visit(e, r.map(|()| &out[..]))?;
+            }
+            Some(f) => {
+                if frame_cache.as_ref().map(|(at, _)| *at) != Some(e.offset) {
+                    frame_cache = Some((e.offset, unpack_frame(stored, f.raw_len, &e.id, pack)));
+                }
+                let result = match frame_cache.as_ref().map(|(_, r)| r) {
+                    Some(Ok(frame)) => frame_slice(frame, f, e.raw_len, &e.id, pack),
+                    Some(Err(err)) => Err(Error::DamagedBlob {
+                        blob: e.id,
+                        pack: *pack,
+                        detail: err.to_string(),
+                    }),
+                    None => Err(Error::Invalid("frame cache empty".into())),
+                };
+                visit(e, result)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blob(n: u8, len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i % 7) as u8 ^ n).collect()
+    }
+
+    #[test]
+    fn frames_write_read_and_verify() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        layout.create_dirs().unwrap();
+        let mut w = PackWriter::new(&layout).unwrap();
+        let solo = blob(1, 3000);
+        w.add(
+            Id::of(&solo),
+            BlobKind::Data,
+            Compression::None,
+            3000,
+            &solo,
+        )
+        .unwrap();
+        let parts = [blob(2, 4096), blob(3, 4096), blob(4, 1000)];
+        let joined: Vec<u8> = parts.concat();
+        let stored = crate::compress::compress(&joined, 3).unwrap().unwrap();
+        let members: Vec<(Id, u32)> = parts.iter().map(|p| (Id::of(p), p.len() as u32)).collect();
+        w.add_frame(BlobKind::Data, &members, &stored).unwrap();
+        let done = w.finish(&layout).unwrap();
+        assert_eq!(done.entries.len(), 4);
+        let bytes = std::fs::read(layout.pack(&done.id)).unwrap();
+        let file = File::open(layout.pack(&done.id)).unwrap();
+        let table = read_table(&file, bytes.len() as u64, &done.id).unwrap();
+        assert_eq!(table, done.entries);
+        let mut seen = Vec::new();
+        for_each_blob(&bytes, &table, &done.id, |e, r| {
+            let b = r.unwrap();
+            assert_eq!(Id::of(b), e.id);
+            seen.push(b.to_vec());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen, [vec![solo.clone()], parts.to_vec()].concat());
+        // A single framed blob reads back on its own.
+        let e = &table[2];
+        let one = unpack_one(
+            &bytes[e.offset as usize..(e.offset + u64::from(e.stored_len)) as usize],
+            e.compression,
+            e.raw_len,
+            e.frame,
+            &e.id,
+            &done.id,
+        )
+        .unwrap();
+        assert_eq!(one, parts[1]);
+        // Damage inside the frame is reported for each of its blobs, the raw blob stays good.
+        let mut damaged = bytes.clone();
+        damaged[table[1].offset as usize + 5] ^= 0xff;
+        let mut bad = 0;
+        for_each_blob(&damaged, &table, &done.id, |_, r| {
+            bad += usize::from(r.is_err());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(bad, 3);
+    }
 }

@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::format::BlobKind;
 use crate::id::Id;
 use crate::lock::{LockKind, RepoLock};
-use crate::pack::{PackWriter, unpack_blob};
+use crate::pack::{PackWriter, unpack_one};
 use crate::progress::Progress;
 use crate::repo::Repo;
 use std::collections::HashSet;
@@ -87,13 +87,14 @@ pub fn repair(
                 continue;
             }
             let mut stored = vec![0u8; e.stored_len as usize];
-            let mut raw = vec![0u8; e.raw_len as usize];
-            let readable = file.read_exact_at(&mut stored, e.offset).is_ok()
-                && unpack_blob(&stored, e.compression, e.raw_len, &e.id, id, &mut raw).is_ok();
-            if !readable {
+            let raw = file
+                .read_exact_at(&mut stored, e.offset)
+                .map_err(Error::IoPlain)
+                .and_then(|()| unpack_one(&stored, e.compression, e.raw_len, e.frame, &e.id, id));
+            let Ok(raw) = raw else {
                 report.lost_blobs += 1;
                 continue;
-            }
+            };
             salvaged.insert(e.id);
             report.salvaged_blobs += 1;
             if dry_run {
@@ -104,7 +105,12 @@ pub fn repair(
                 *slot = Some(PackWriter::new(&layout)?);
             }
             if let Some(w) = slot.as_mut() {
-                w.add(e.id, e.kind, e.compression, e.raw_len, &stored)?;
+                if e.frame.is_none() {
+                    w.add(e.id, e.kind, e.compression, e.raw_len, &stored)?;
+                } else {
+                    // Its frame is damaged elsewhere: store the good blob on its own.
+                    w.add_compressed(e.id, e.kind, &raw, repo.config.compression.level)?;
+                }
             }
         }
     }

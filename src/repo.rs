@@ -129,6 +129,7 @@ impl Repo {
             Err(e) => return Err(Error::io(config_path, e)),
         };
         let cfg = match config::decode(&bytes).map_err(|e| Error::corrupt("config", e.0))? {
+            config::Decoded::Ok(c) if c.version < config::VERSION => upgrade_config(&layout, c),
             config::Decoded::Ok(c) => c,
             config::Decoded::Newer { found } => {
                 return Err(Error::NewerFormat {
@@ -279,6 +280,15 @@ impl NodeSource for Repo {
         let loc = self.locate(id)?;
         self.packs.read_node(id, &loc)
     }
+}
+
+/// Marks an older repository as the current version (see `config::VERSION`), so that older
+/// binaries refuse it from now on. A read-only repository stays as it is: reading it is safe,
+/// and writing to it fails anyway.
+fn upgrade_config(layout: &Layout, mut cfg: Config) -> Config {
+    cfg.version = config::VERSION;
+    let _ = store::write_atomic(layout, &layout.config(), &config::encode(&cfg));
+    cfg
 }
 
 fn open_index(layout: &Layout, cfg: &Config) -> Result<Option<Index>> {

@@ -12,7 +12,7 @@ use crate::format::BlobKind;
 use crate::format::manifest::StreamEntry;
 use crate::id::Id;
 use crate::index::BlobLocation;
-use crate::pack::unpack_blob;
+use crate::pack::{frame_slice, unpack_blob, unpack_frame};
 use crate::progress::Progress;
 use crate::repo::Repo;
 use crate::tree::{Leaf, LeafWalker};
@@ -173,17 +173,19 @@ fn fill_window(
             }
         }
     }
-    wanted.sort_by_key(|w| (w.loc.pack, w.loc.offset));
+    wanted.sort_by_key(|w| (w.loc.pack, w.loc.offset, w.loc.frame.map(|f| f.skip)));
     let mut regions: Vec<Vec<Wanted<'_>>> = Vec::new();
     for w in wanted {
         let joins = regions.last().is_some_and(|r| {
             let first = &r[0].loc;
             let last = &r[r.len() - 1].loc;
             let last_end = last.offset + u64::from(last.stored_len);
-            first.pack == w.loc.pack
-                && w.loc.offset >= last_end
-                && w.loc.offset - last_end <= REGION_GAP
-                && w.loc.offset + u64::from(w.loc.stored_len) - first.offset <= REGION_MAX
+            let same_frame = last.frame.is_some() && last.offset == w.loc.offset;
+            first.pack == w.loc.pack && same_frame
+                || first.pack == w.loc.pack
+                    && w.loc.offset >= last_end
+                    && w.loc.offset - last_end <= REGION_GAP
+                    && w.loc.offset + u64::from(w.loc.stored_len) - first.offset <= REGION_MAX
         });
         match regions.last_mut() {
             Some(r) if joins => r.push(w),
@@ -207,15 +209,27 @@ fn read_region(packs: &PackFiles, mut region: Vec<Wanted<'_>>) -> Result<()> {
         .max()
         .unwrap_or(start);
     let bytes = packs.read_at(&pack, start, (end - start) as usize)?;
-    for w in &mut region {
-        let from = (w.loc.offset - start) as usize;
-        let stored = &bytes[from..from + w.loc.stored_len as usize];
-        let Some((head, others)) = w.targets.split_first_mut() else {
-            continue;
+    // Blobs of one shared frame are adjacent here: decompress the frame once for all of them.
+    for unit in region.chunk_by_mut(|a, b| a.loc.frame.is_some() && a.loc.offset == b.loc.offset) {
+        let from = (unit[0].loc.offset - start) as usize;
+        let stored = &bytes[from..from + unit[0].loc.stored_len as usize];
+        let frame = match unit[0].loc.frame {
+            Some(f) => Some(unpack_frame(stored, f.raw_len, &unit[0].id, &pack)?),
+            None => None,
         };
-        unpack_blob(stored, w.loc.compression, w.loc.raw_len, &w.id, &pack, head)?;
-        for t in others {
-            t.copy_from_slice(head);
+        for w in unit.iter_mut() {
+            let Some((head, others)) = w.targets.split_first_mut() else {
+                continue;
+            };
+            match (&frame, w.loc.frame) {
+                (Some(frame), Some(f)) => {
+                    head.copy_from_slice(frame_slice(frame, f, w.loc.raw_len, &w.id, &pack)?);
+                }
+                _ => unpack_blob(stored, w.loc.compression, w.loc.raw_len, &w.id, &pack, head)?,
+            }
+            for t in others {
+                t.copy_from_slice(head);
+            }
         }
     }
     Ok(())

@@ -7,8 +7,10 @@ use super::FormatError;
 use serde::{Deserialize, Serialize};
 
 pub const FORMAT_NAME: &str = "cairn-repository";
-/// The repository format this binary reads and writes.
-pub const VERSION: u32 = 1;
+/// The repository format this binary writes. Version 1 (packs without shared frames) is read
+/// too, and upgraded to 2 when opened: every version-1 repository is a valid version-2 one, but
+/// a cairn that knows only version 1 must not read packs with shared frames.
+pub const VERSION: u32 = 2;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Config {
