@@ -40,30 +40,70 @@ impl Chunker {
         self.max
     }
 
-    /// Appends the end offsets of the chunks of `data` that are certain, and returns how many
-    /// bytes they cover. With `at_end` the whole of `data` is cut.
+    /// Appends the end offsets of the chunks of `data` (which starts at stream offset `base`)
+    /// that are certain to `ends`, and for each whether it is a block of a page-aligned region
+    /// to `aligned`; returns how many bytes they cover and how many of those lie in page-aligned
+    /// regions. With `at_end` the whole of `data` is cut.
     ///
-    /// `hints` are sorted positions in `data` where a tar member begins. A chunk never runs
-    /// past the first hint at least `min_size` from its start: small members are grouped, and
-    /// every member larger than that starts a chunk of its own, so a changed file dirties only
-    /// its own chunks (its group) instead of a chunk it shares with unrelated neighbours.
-    /// Hints are known only once a member's first header block is read, so away from the end a
-    /// cut must leave `HINT_LOOKAHEAD` bytes after it; then the boundaries do not depend on how
-    /// the input was buffered.
-    pub fn cut(&self, data: &[u8], at_end: bool, hints: &[usize], ends: &mut Vec<usize>) -> usize {
-        let mut pos = 0;
+    /// `hints` are sorted by position (see `CutHint`). A chunk never runs past the first member
+    /// start at least `min_size` from its start: small members are grouped, and every member
+    /// larger than that starts a chunk of its own, so a changed file dirties only its own chunks
+    /// (its group) instead of a chunk it shares with unrelated neighbours. An aligned region is
+    /// cut at its start, at every `block` bytes after it and at its end, whatever the content.
+    /// Hints are known only once the bytes just after them are read (a member's header block, a
+    /// paged file's first bytes), so away from the end a content-defined cut must leave
+    /// `HINT_LOOKAHEAD` bytes after it; then the boundaries do not depend on how the input was
+    /// buffered.
+    pub fn cut(
+        &self,
+        data: &[u8],
+        base: u64,
+        at_end: bool,
+        hints: &[CutHint],
+        ends: &mut Vec<usize>,
+        aligned_chunks: &mut Vec<bool>,
+    ) -> Cut {
+        let len = data.len();
+        let mut pos = 0usize;
+        let mut aligned = 0u64;
         let mut next_hint = 0;
-        while pos < data.len() {
-            while next_hint < hints.len() && hints[next_hint] < pos + self.min {
+        while pos < len {
+            let here = base + pos as u64;
+            while next_hint < hints.len() && hints[next_hint].done_at() <= here {
                 next_hint += 1;
             }
-            let limit = hints
-                .get(next_hint)
-                .map_or(data.len(), |&h| h.min(data.len()));
-            if !at_end && limit == data.len() && data.len() - pos < self.max + HINT_LOOKAHEAD {
+            let upcoming = &hints[next_hint..];
+            if let Some(&CutHint::Aligned { start, end, block }) = upcoming.first()
+                && start <= here
+            {
+                let block = u64::from(block.max(1));
+                let block_end = start + ((here - start) / block + 1) * block;
+                let mut next = (block_end.min(end) - base) as usize;
+                if next > len {
+                    if !at_end {
+                        break;
+                    }
+                    next = len;
+                }
+                aligned += (next - pos) as u64;
+                pos = next;
+                ends.push(pos);
+                aligned_chunks.push(true);
+                continue;
+            }
+            let min_end = here + self.min as u64;
+            let limit = upcoming
+                .iter()
+                .find_map(|h| match *h {
+                    CutHint::MemberStart(at) if at >= min_end => Some(at),
+                    CutHint::MemberStart(_) => None,
+                    CutHint::Aligned { start, .. } => Some(start),
+                })
+                .map_or(len, |at| at.saturating_sub(base).min(len as u64) as usize);
+            if !at_end && limit == len && len - pos < self.max + HINT_LOOKAHEAD {
                 break;
             }
-            let (_, len) = v2020::cut(
+            let (_, cut_len) = v2020::cut(
                 &data[pos..limit],
                 self.min,
                 self.avg,
@@ -75,11 +115,43 @@ impl Chunker {
             );
             // `cut` returns at least min(len, min_size) > 0 for non-empty input; guard anyway so
             // a future change cannot turn this into an endless loop.
-            let len = len.clamp(1, limit - pos);
-            pos += len;
+            pos += cut_len.clamp(1, limit - pos);
             ends.push(pos);
+            aligned_chunks.push(false);
         }
-        pos
+        Cut {
+            covered: pos,
+            aligned_bytes: aligned,
+        }
+    }
+}
+
+/// What `Chunker::cut` decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cut {
+    /// Bytes of the input covered by the chunks cut.
+    pub covered: usize,
+    /// Of those, bytes in page-aligned regions.
+    pub aligned_bytes: u64,
+}
+
+/// Where the stream's structure asks for chunk boundaries (stream offsets).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CutHint {
+    /// A tar member's first header block starts here.
+    MemberStart(u64),
+    /// `[start, end)` is a file made of fixed-size pages (see `pages`): it is cut into blocks
+    /// of `block` bytes counted from `start`.
+    Aligned { start: u64, end: u64, block: u32 },
+}
+
+impl CutHint {
+    /// The stream offset from which the hint no longer affects cutting.
+    fn done_at(&self) -> u64 {
+        match *self {
+            CutHint::MemberStart(at) => at,
+            CutHint::Aligned { end, .. } => end,
+        }
     }
 }
 
@@ -87,9 +159,9 @@ impl Chunker {
 /// a member start hint it could have used is already known.
 pub const HINT_LOOKAHEAD: usize = 512;
 
-/// Sees newly read bytes in stream order before they are cut, and reports the stream offsets
-/// where tar members begin (ascending).
-pub type ScanHook<'h> = dyn FnMut(&[u8], &mut Vec<u64>) + Send + 'h;
+/// Sees newly read bytes in stream order before they are cut, and reports where the stream's
+/// structure asks for cuts (ascending).
+pub type ScanHook<'h> = dyn FnMut(&[u8], &mut Vec<CutHint>) + Send + 'h;
 
 /// A buffer of stream bytes with its chunk boundaries.
 pub struct Batch {
@@ -98,6 +170,10 @@ pub struct Batch {
     pub ends: Vec<usize>,
     /// Offset of `data[0]` in the stream.
     pub stream_offset: u64,
+    /// Bytes of `data` in page-aligned regions.
+    pub aligned_bytes: u64,
+    /// For each chunk, whether it is a block of a page-aligned region.
+    pub aligned: Vec<bool>,
 }
 
 impl Batch {
@@ -119,8 +195,8 @@ pub struct BatchReader<R> {
     carry: Vec<u8>,
     offset: u64,
     done: bool,
-    /// Member starts (stream offsets) not yet behind the cut position.
-    hints: Vec<u64>,
+    /// Cut hints not yet behind the cut position.
+    hints: Vec<CutHint>,
 }
 
 impl<R: Read> BatchReader<R> {
@@ -180,16 +256,14 @@ impl<R: Read> BatchReader<R> {
             scan(&data[fresh], &mut self.hints);
         }
         let base = self.offset;
-        let hints: Vec<usize> = self
-            .hints
-            .iter()
-            .filter(|&&h| h > base && h - base < data.len() as u64)
-            .map(|&h| (h - base) as usize)
-            .collect();
         let mut ends = Vec::with_capacity(data.len() / 8192 + 1);
-        let covered = self.chunker.cut(&data, at_end, &hints, &mut ends);
+        let mut aligned = Vec::with_capacity(ends.capacity());
+        let cut = self
+            .chunker
+            .cut(&data, base, at_end, &self.hints, &mut ends, &mut aligned);
+        let covered = cut.covered;
         let cut_to = base + covered as u64;
-        self.hints.retain(|&h| h > cut_to);
+        self.hints.retain(|h| h.done_at() > cut_to);
         self.carry.extend_from_slice(&data[covered..]);
         data.truncate(covered);
         if at_end {
@@ -204,6 +278,8 @@ impl<R: Read> BatchReader<R> {
             data,
             ends,
             stream_offset,
+            aligned_bytes: cut.aligned_bytes,
+            aligned,
         }))
     }
 }
@@ -221,6 +297,7 @@ mod tests {
             avg_size: 1024,
             max_size: 4096,
             normalization: 1,
+            page_align: true,
         }
     }
 
@@ -276,10 +353,10 @@ mod tests {
         let mut r = BatchReader::new(Trickle(data, step), Chunker::new(&params()), batch);
         let mut fed = 0u64;
         let mut next = 0;
-        let mut hook = |bytes: &[u8], out: &mut Vec<u64>| {
+        let mut hook = |bytes: &[u8], out: &mut Vec<CutHint>| {
             fed += bytes.len() as u64;
             while next < starts.len() && starts[next] + 512 <= fed {
-                out.push(starts[next]);
+                out.push(CutHint::MemberStart(starts[next]));
                 next += 1;
             }
         };
@@ -315,6 +392,77 @@ mod tests {
                 }
                 prev = end;
             }
+        }
+    }
+
+    /// Boundaries with member starts and aligned regions, each reported the way the tar scanner
+    /// does: a member start once 512 bytes after it are read, a region once 64 bytes after its
+    /// start are.
+    fn aligned_boundaries(
+        data: &[u8],
+        hints: &[CutHint],
+        batch: usize,
+        step: usize,
+    ) -> (Vec<u64>, u64) {
+        let mut r = BatchReader::new(Trickle(data, step), Chunker::new(&params()), batch);
+        let mut fed = 0u64;
+        let mut next = 0;
+        let mut hook = |bytes: &[u8], out: &mut Vec<CutHint>| {
+            fed += bytes.len() as u64;
+            while let Some(h) = hints.get(next) {
+                let known_at = match *h {
+                    CutHint::MemberStart(at) => at + 512,
+                    CutHint::Aligned { start, .. } => start + 64,
+                };
+                if known_at > fed {
+                    break;
+                }
+                out.push(*h);
+                next += 1;
+            }
+        };
+        let mut out = Vec::new();
+        let mut aligned = 0;
+        let mut rec = None;
+        while let Some(b) = r.next_batch_with(rec.take(), Some(&mut hook)).unwrap() {
+            out.extend(b.ends.iter().map(|&e| b.stream_offset + e as u64));
+            assert_eq!(b.aligned.len(), b.ends.len());
+            aligned += b.aligned_bytes;
+            rec = Some(b.data);
+        }
+        (out, aligned)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        #[test]
+        fn aligned_regions_are_cut_in_blocks_whatever_the_buffering(
+            len in 20_000usize..60_000,
+            member in 0u64..5000,
+            header in 1u64..4,
+            blocks in 2u64..8,
+            block_kib in 1u64..4,
+            batch in 1usize..20_000,
+            step in 1usize..9000,
+        ) {
+            let data = noise(len, 5);
+            let start = member + header * 512;
+            let block = block_kib * 1024;
+            let end = start + blocks * block;
+            prop_assume!(end + 612 <= len as u64);
+            let hints = [
+                CutHint::MemberStart(member),
+                CutHint::Aligned { start, end, block: block as u32 },
+                CutHint::MemberStart(end + 100),
+            ];
+            let (reference, aligned) = aligned_boundaries(&data, &hints, 1 << 20, 1 << 20);
+            prop_assert_eq!(aligned, end - start);
+            let (other, _) = aligned_boundaries(&data, &hints, batch, step);
+            prop_assert_eq!(&other, &reference);
+            // Every block boundary is a cut, and nothing in between.
+            let inside: Vec<u64> = reference.iter().copied().filter(|&e| e >= start && e <= end).collect();
+            let expected: Vec<u64> = (0..=blocks).map(|k| start + k * block).collect();
+            prop_assert_eq!(inside, expected);
         }
     }
 

@@ -64,6 +64,13 @@ pub struct BlobLocation {
     pub frame: Option<Frame>,
 }
 
+impl BlobLocation {
+    /// The blob's share of its pack's bytes (see `PackEntry::stored_share`).
+    pub fn stored_share(&self) -> u64 {
+        crate::format::pack::stored_share(self.stored_len, self.raw_len, self.frame)
+    }
+}
+
 /// The blob columns every reader selects, in this order (see `blob_location`).
 pub(crate) const LOCATION_COLUMNS: &str = "b.offset, b.stored_len, b.raw_len, b.kind, \
      b.compression, b.frame_len, b.frame_skip, b.frame_raw";
@@ -122,6 +129,8 @@ pub struct IndexTotals {
     pub logical_bytes: u64,
     pub unique_bytes: u64,
     pub stored_blob_bytes: u64,
+    /// Stored bytes of tree blobs.
+    pub stored_tree_bytes: u64,
     pub chunks: u64,
     pub tree_blobs: u64,
     pub packs: u64,
@@ -402,6 +411,7 @@ impl Index {
             logical_bytes: sql_u64(logical),
             unique_bytes: sql_u64(unique),
             stored_blob_bytes: sql_u64(stored_data + stored_tree),
+            stored_tree_bytes: sql_u64(stored_tree),
             chunks: sql_u64(chunks),
             tree_blobs: sql_u64(trees),
             packs: sql_u64(packs),

@@ -55,7 +55,20 @@ pub struct IngestStats {
     pub new_bytes: u64,
     /// Bytes added to pack files (blobs, headers and tables).
     pub stored_bytes: u64,
+    /// Logical bytes cut at page boundaries (paged files: databases, checkpoint memory).
+    pub page_aligned_bytes: u64,
+    /// Of `stored_bytes`, those that are not stream data: tree nodes, pack headers and tables.
+    pub metadata_bytes: u64,
 }
+
+/// New page-aligned blocks no larger than this are compressed together with the new blocks after
+/// them in one shared frame: on their own, 4–16 KiB database pages lose much of their
+/// compression (figures in format-spec/measurements.md). Other chunks are compressed alone, as
+/// before, so reading one small file never decompresses its neighbours.
+const FRAME_BLOB_MAX: usize = 16 << 10;
+/// A shared frame is closed once it holds this many raw bytes: as much context as one average
+/// content-defined chunk has, and a bound on what reading one small blob must decompress.
+const FRAME_TARGET: usize = 64 << 10;
 
 pub struct SnapshotOutcome {
     pub id: Id,
@@ -102,24 +115,66 @@ impl<'r> BlobWriter<'r> {
     ) -> Result<()> {
         let raw_len =
             u32::try_from(raw_len).map_err(|_| Error::Invalid("blob larger than 4 GiB".into()))?;
-        let slot = match kind {
-            BlobKind::Data => &mut self.data,
-            BlobKind::Tree => &mut self.tree,
-        };
-        if slot.is_none() {
-            *slot = Some(PackWriter::new(&self.repo.layout)?);
-        }
-        let Some(writer) = slot.as_mut() else {
-            return Err(Error::Invalid("no open pack".into()));
-        };
+        let writer = self.open_pack(kind)?;
         let before = writer.len();
         match stored {
             Some(c) => writer.add(id, kind, Compression::Zstd, raw_len, c)?,
             None => writer.add(id, kind, Compression::None, raw_len, raw)?,
         }
-        self.stats.stored_bytes += writer.len() - before;
+        let added = writer.len() - before;
+        self.count_added(kind, added);
         self.pending.insert(id);
-        if writer.len() >= self.repo.config.pack_size {
+        self.close_if_full(kind)
+    }
+
+    /// Appends blobs that share one compressed frame (`members`: ids and raw lengths, in the
+    /// order of their bytes in the frame).
+    pub(crate) fn put_frame(
+        &mut self,
+        kind: BlobKind,
+        members: &[(Id, u32)],
+        stored: &[u8],
+    ) -> Result<()> {
+        let writer = self.open_pack(kind)?;
+        let before = writer.len();
+        writer.add_frame(kind, members, stored)?;
+        let added = writer.len() - before;
+        self.count_added(kind, added);
+        self.pending.extend(members.iter().map(|(id, _)| *id));
+        self.close_if_full(kind)
+    }
+
+    fn open_pack(&mut self, kind: BlobKind) -> Result<&mut PackWriter> {
+        let slot = match kind {
+            BlobKind::Data => &mut self.data,
+            BlobKind::Tree => &mut self.tree,
+        };
+        if slot.is_none() {
+            let writer = PackWriter::new(&self.repo.layout)?;
+            self.stats.stored_bytes += writer.len();
+            self.stats.metadata_bytes += writer.len();
+            *slot = Some(writer);
+        }
+        slot.as_mut()
+            .ok_or_else(|| Error::Invalid("no open pack".into()))
+    }
+
+    fn count_added(&mut self, kind: BlobKind, bytes: u64) {
+        self.stats.stored_bytes += bytes;
+        if kind == BlobKind::Tree {
+            self.stats.metadata_bytes += bytes;
+        }
+    }
+
+    fn close_if_full(&mut self, kind: BlobKind) -> Result<()> {
+        let slot = match kind {
+            BlobKind::Data => &self.data,
+            BlobKind::Tree => &self.tree,
+        };
+        if slot
+            .as_ref()
+            .is_some_and(|w| w.len() >= self.repo.config.pack_size)
+        {
             self.close_pack(kind)?;
         }
         Ok(())
@@ -139,7 +194,9 @@ impl<'r> BlobWriter<'r> {
         self.finisher.submit(sealed)?;
         self.index_finished(false)?;
         // Table and trailer are part of what this session added.
-        self.stats.stored_bytes += self.finisher.last_sealed_growth(before);
+        let table = self.finisher.last_sealed_growth(before);
+        self.stats.stored_bytes += table;
+        self.stats.metadata_bytes += table;
         Ok(())
     }
 
@@ -318,9 +375,15 @@ impl<'r> SnapshotSession<'r> {
             None
         };
         let stored = {
-            let mut observe = recorder
-                .as_mut()
-                .map(|r| move |b: &[u8], starts: &mut Vec<u64>| r.observe(b, starts));
+            let page_align = self.repo.config.chunker.page_align;
+            let mut observe = recorder.as_mut().map(|r| {
+                move |b: &[u8], hints: &mut Vec<crate::chunker::CutHint>| {
+                    r.observe(b, hints);
+                    if !page_align {
+                        hints.retain(|h| matches!(h, crate::chunker::CutHint::MemberStart(_)));
+                    }
+                }
+            });
             store_stream(
                 &mut self.blobs,
                 self.repo,
@@ -342,8 +405,11 @@ impl<'r> SnapshotSession<'r> {
                 let s = store_stream(blobs, repo, reader, None, &crate::progress::Silent)?;
                 Ok((s.root.id, s.root.len))
             })?;
+            // The member index is metadata: everything it adds counts as such.
+            let index_bytes = self.blobs.stats.stored_bytes - before.stored_bytes;
             self.blobs.stats = IngestStats {
                 stored_bytes: self.blobs.stats.stored_bytes,
+                metadata_bytes: before.metadata_bytes + index_bytes,
                 ..before
             };
             match recorded {
@@ -384,6 +450,8 @@ impl<'r> SnapshotSession<'r> {
                 new_chunks: stats.new_chunks,
                 new_bytes: stats.new_bytes,
                 stored_bytes: stats.stored_bytes,
+                page_aligned_bytes: stats.page_aligned_bytes,
+                metadata_bytes: stats.metadata_bytes,
             },
         };
         let bytes = manifest::encode(&m);
@@ -494,21 +562,43 @@ fn process_batch(
             new_idx.push(i);
         }
     }
-    let compressed: Vec<std::io::Result<Option<Vec<u8>>>> = new_idx
+    let units = frame_units(&new_idx, &chunks, &batch.aligned);
+    let compressed: Vec<std::io::Result<Option<Vec<u8>>>> = units
         .par_iter()
-        .map(|&i| crate::compress::compress(chunks[i], level))
+        .map(|unit| match unit.as_slice() {
+            [single] => crate::compress::compress(chunks[*single], level),
+            members => {
+                let joined: Vec<u8> = members.iter().flat_map(|&i| chunks[i]).copied().collect();
+                crate::compress::compress(&joined, level)
+            }
+        })
         .collect();
-    for (&i, stored) in new_idx.iter().zip(compressed) {
+    for (unit, stored) in units.iter().zip(compressed) {
         let stored = stored.map_err(|e| Error::Invalid(format!("zstd: {e}")))?;
-        blobs.put(
-            ids[i],
-            BlobKind::Data,
-            chunks[i].len(),
-            stored.as_deref(),
-            chunks[i],
-        )?;
-        blobs.stats.new_chunks += 1;
-        blobs.stats.new_bytes += chunks[i].len() as u64;
+        match (unit.as_slice(), stored) {
+            ([_, _, ..], Some(frame)) => {
+                let members: Vec<(Id, u32)> = unit
+                    .iter()
+                    .map(|&i| (ids[i], chunks[i].len() as u32))
+                    .collect();
+                blobs.put_frame(BlobKind::Data, &members, &frame)?;
+            }
+            // One blob, or a run that does not compress: each on its own.
+            (_, stored) => {
+                for &i in unit {
+                    let own = if unit.len() == 1 {
+                        stored.as_deref()
+                    } else {
+                        None
+                    };
+                    blobs.put(ids[i], BlobKind::Data, chunks[i].len(), own, chunks[i])?;
+                }
+            }
+        }
+        for &i in unit {
+            blobs.stats.new_chunks += 1;
+            blobs.stats.new_bytes += chunks[i].len() as u64;
+        }
     }
     for (id, chunk) in ids.iter().zip(&chunks) {
         tree.push(
@@ -521,7 +611,34 @@ fn process_batch(
     }
     blobs.stats.chunks += chunks.len() as u64;
     blobs.stats.bytes += batch.data.len() as u64;
+    blobs.stats.page_aligned_bytes += batch.aligned_bytes;
     Ok(())
+}
+
+/// Splits the new chunks (indices in stream order) into what is compressed as one unit: most
+/// chunks alone, small page-aligned blocks together with the ones after them until a frame holds
+/// `FRAME_TARGET` bytes.
+fn frame_units(new_idx: &[usize], chunks: &[&[u8]], aligned: &[bool]) -> Vec<Vec<usize>> {
+    let mut units = Vec::new();
+    let mut frame: Vec<usize> = Vec::new();
+    let mut frame_bytes = 0;
+    for &i in new_idx {
+        let len = chunks[i].len();
+        if len > FRAME_BLOB_MAX || !aligned.get(i).copied().unwrap_or(false) {
+            units.push(vec![i]);
+            continue;
+        }
+        frame.push(i);
+        frame_bytes += len;
+        if frame_bytes >= FRAME_TARGET {
+            units.push(std::mem::take(&mut frame));
+            frame_bytes = 0;
+        }
+    }
+    if !frame.is_empty() {
+        units.push(frame);
+    }
+    units
 }
 
 /// Opens a file for `snapshot tar FILE`, with a clear error.

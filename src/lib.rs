@@ -27,6 +27,7 @@ pub mod mark;
 pub mod members;
 pub mod members_ingest;
 pub mod pack;
+pub mod pages;
 pub mod pipe;
 pub mod progress;
 pub mod rebuild;

@@ -45,14 +45,14 @@ impl MemberRecorder {
         })
     }
 
-    /// Scans the next bytes of the stream; pushes the offsets of members that begin in them onto
-    /// `starts` (chunk boundary hints).
-    pub fn observe(&mut self, bytes: &[u8], starts: &mut Vec<u64>) {
+    /// Scans the next bytes of the stream; pushes the cut hints found in them (member starts,
+    /// paged files) onto `hints`.
+    pub fn observe(&mut self, bytes: &[u8], hints: &mut Vec<crate::chunker::CutHint>) {
         if self.failure.is_some() || self.scanner.is_done() {
             return;
         }
         self.scanner.feed(bytes, &mut self.members);
-        self.scanner.drain_member_starts(starts);
+        self.scanner.drain_cut_hints(hints);
         for m in self.members.drain(..) {
             if let Err(e) = self.encoder.encode(&m, &mut self.encoded) {
                 self.failure = Some(e.to_string());

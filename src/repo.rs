@@ -22,6 +22,7 @@ pub const DEFAULT_CHUNKER: ChunkerParams = ChunkerParams {
     avg_size: 64 * 1024,
     max_size: 256 * 1024,
     normalization: 1,
+    page_align: true,
 };
 pub const DEFAULT_PACK_SIZE: u64 = 16 << 20;
 pub const DEFAULT_ZSTD_LEVEL: i32 = 3;

@@ -17,6 +17,8 @@
 //! blocks (`header_offset..data_offset`) for GNU `S` and PAX 0.x members, and at the start of the
 //! stored data (decimal text padded to 512 bytes) for PAX 1.0 members.
 
+use crate::chunker::CutHint;
+use crate::pages;
 use std::mem;
 use std::ops::Range;
 
@@ -225,9 +227,12 @@ pub struct TarScanner {
     current: Option<Member>,
     saw_header: bool,
     members_emitted: u64,
-    /// Stream offsets where members begin (their first header block), as soon as that block has
-    /// been read: chunking uses them before the member is complete.
-    starts: Vec<u64>,
+    /// Where chunks should be cut: members' first header blocks, as soon as that block has been
+    /// read, and paged files, as soon as their first bytes have been read. Chunking uses them
+    /// before the member is complete.
+    hints: Vec<CutHint>,
+    /// The first bytes of the current member's data, while deciding whether it is a paged file.
+    probe: Option<Vec<u8>>,
 }
 
 impl Default for TarScanner {
@@ -248,14 +253,16 @@ impl TarScanner {
             current: None,
             saw_header: false,
             members_emitted: 0,
-            starts: Vec::new(),
+            hints: Vec::new(),
+            probe: None,
         }
     }
 
-    /// Moves the member start offsets found since the last call into `out`. A start is known
-    /// once the member's first 512-byte header block has been fed.
-    pub fn drain_member_starts(&mut self, out: &mut Vec<u64>) {
-        out.append(&mut self.starts);
+    /// Moves the cut hints found since the last call into `out`, in stream order. A member
+    /// start is known once the member's first 512-byte header block has been fed, a paged file
+    /// once `pages::PROBE_LEN` bytes of its data have (both within `HINT_LOOKAHEAD`).
+    pub fn drain_cut_hints(&mut self, out: &mut Vec<CutHint>) {
+        out.append(&mut self.hints);
     }
 
     /// Feeds the next bytes of the stream. Completed member records are appended to `out`.
@@ -301,6 +308,9 @@ impl TarScanner {
             Phase::Header | Phase::SparseMap => self.fill_block(bytes, out),
             Phase::Skip { remaining } => {
                 let used = prefix_len(remaining, bytes.len());
+                if self.probe.is_some() {
+                    self.probe_data(&bytes[..used]);
+                }
                 self.advance(used);
                 let remaining = remaining - used as u64;
                 if remaining == 0 {
@@ -402,7 +412,7 @@ impl TarScanner {
         }
         let padding = padded_len(len)? - len;
         if self.pending.header_offset.is_none() {
-            self.starts.push(start);
+            self.hints.push(CutHint::MemberStart(start));
         }
         self.pending.header_offset.get_or_insert(start);
         self.extension_buf.clear();
@@ -456,7 +466,7 @@ impl TarScanner {
         data_offset.checked_add(skip)?;
 
         if self.pending.header_offset.is_none() {
-            self.starts.push(start);
+            self.hints.push(CutHint::MemberStart(start));
         }
         let block = &self.block;
         let pending = mem::take(&mut self.pending);
@@ -511,6 +521,11 @@ impl TarScanner {
             dev_minor,
         };
         let has_sparse_map_blocks = gnu_sparse && block[GNU_IS_EXTENDED] != 0;
+        // Only plain files store their data as they are; a sparse member's data is packed.
+        let may_be_paged = member.kind == MemberKind::File
+            && !member.sparse
+            && member.data_len >= 2 * u64::from(pages::MIN_BLOCK);
+        self.probe = may_be_paged.then(|| Vec::with_capacity(pages::PROBE_LEN));
         self.current = Some(member);
         if has_sparse_map_blocks {
             self.phase = Phase::SparseMap;
@@ -540,6 +555,32 @@ impl TarScanner {
         }
     }
 
+    /// Collects the first bytes of the current member's data (`bytes` continue it) and, once
+    /// there are enough, reports the member as an aligned region if it is a paged file.
+    fn probe_data(&mut self, bytes: &[u8]) {
+        let Some(head) = self.probe.as_mut() else {
+            return;
+        };
+        let take = (pages::PROBE_LEN - head.len()).min(bytes.len());
+        head.extend_from_slice(&bytes[..take]);
+        if head.len() < pages::PROBE_LEN {
+            return;
+        }
+        let head = self.probe.take().unwrap_or_default();
+        let Some(m) = self.current.as_ref() else {
+            return;
+        };
+        if let Some(paged) = pages::detect(&m.path, m.data_len, &head)
+            && let Some(end) = m.data_offset.checked_add(m.data_len)
+        {
+            self.hints.push(CutHint::Aligned {
+                start: m.data_offset,
+                end,
+                block: paged.block_size(),
+            });
+        }
+    }
+
     fn enter_skip(&mut self, len: u64, out: &mut Vec<Member>) {
         if len == 0 {
             self.complete_member(out);
@@ -549,6 +590,7 @@ impl TarScanner {
     }
 
     fn complete_member(&mut self, out: &mut Vec<Member>) {
+        self.probe = None;
         if let Some(member) = self.current.take() {
             out.push(member);
             self.members_emitted += 1;

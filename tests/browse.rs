@@ -160,6 +160,7 @@ fn small_chunks() -> InitOptions {
             avg_size: 8192,
             max_size: 32768,
             normalization: 1,
+            page_align: true,
         },
         ..Default::default()
     }
@@ -219,7 +220,7 @@ fn stored_bytes_of(repo: &Repo, root: &Id, len: u64) -> u64 {
     let mut walker = LeafWalker::new(repo, root, 0, len).unwrap();
     let mut total = 0;
     while let Some(leaf) = walker.next_leaf().unwrap() {
-        total += u64::from(repo.locate(&leaf.id).unwrap().stored_len);
+        total += repo.locate(&leaf.id).unwrap().stored_share();
     }
     total
 }

@@ -12,7 +12,9 @@ fn assert_usable(params: &ChunkerParams) {
     let built = catch_unwind(AssertUnwindSafe(|| {
         let chunker = Chunker::new(params);
         let mut ends = Vec::new();
-        chunker.cut(&[7u8; 4096], true, &[], &mut ends)
+        chunker
+            .cut(&[7u8; 4096], 0, true, &[], &mut ends, &mut Vec::new())
+            .covered
     }));
     assert_eq!(
         built.ok(),
@@ -31,6 +33,7 @@ fn fuzz_config_binary_chunker_params_panic_in_chunker() {
         avg_size: word(4),
         max_size: word(8),
         normalization: bytes[12],
+        page_align: true,
     };
     assert_eq!((params.avg_size, params.normalization), (8_849_934, 3));
     if params.validate().is_ok() {
@@ -58,6 +61,7 @@ fn fuzz_config_repository_with_validated_params_can_snapshot() {
             avg_size: 8 << 20,
             max_size: 16 << 20,
             normalization: 3,
+            page_align: true,
         },
         ..cairn::InitOptions::default()
     };
@@ -99,6 +103,7 @@ fn chunker_at_fastcdc_average_limit_is_usable() {
             avg_size: 4 << 20,
             max_size: 16 << 20,
             normalization,
+            page_align: true,
         };
         params.validate().unwrap();
         assert_usable(&params);

@@ -21,6 +21,7 @@ const SMALL_CHUNKS: ChunkerParams = ChunkerParams {
     avg_size: 256,
     max_size: 1024,
     normalization: 1,
+    page_align: true,
 };
 
 fuzz_target!(|data: &[u8]| {

@@ -31,6 +31,7 @@ fn binary_params(data: &[u8]) -> Option<ChunkerParams> {
         avg_size: word(4)?,
         max_size: word(8)?,
         normalization: *data.get(12)?,
+        page_align: true,
     })
 }
 
@@ -41,7 +42,7 @@ fn check_chunker(params: &ChunkerParams) {
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
     let mut ends = Vec::new();
-    assert_eq!(chunker.cut(&sample, true, &[], &mut ends), sample.len());
+    assert_eq!(chunker.cut(&sample, 0, true, &[], &mut ends, &mut Vec::new()).covered, sample.len());
     let mut start = 0;
     for &end in &ends {
         assert!(end > start && end - start <= chunker.max_size());

@@ -133,6 +133,7 @@ fn repository_seeds(seeds: &Seeds, tars: &[(String, Vec<u8>)]) -> Res<()> {
             avg_size: 256,
             max_size: 1024,
             normalization: 1,
+            page_align: true,
         },
         zstd_level: 3,
         pack_size: 1 << 16,

@@ -167,6 +167,10 @@ struct InitArgs {
     /// zstd compression level (1–22).
     #[arg(long, default_value_t = cairn::repo::DEFAULT_ZSTD_LEVEL)]
     compression_level: i32,
+    /// Chunk paged files (SQLite, PostgreSQL, InnoDB, CRIU page images) by content like any
+    /// other data, instead of at page boundaries.
+    #[arg(long)]
+    no_page_align: bool,
 }
 
 #[derive(Args)]
@@ -290,6 +294,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     min_size: (avg / 4) & !1,
                     avg_size: avg,
                     max_size: avg.saturating_mul(4),
+                    page_align: !args.no_page_align,
                     ..cairn::repo::DEFAULT_CHUNKER
                 },
                 zstd_level: args.compression_level,
@@ -501,6 +506,8 @@ fn print_outcome(outcome: &cairn::SnapshotOutcome, as_json: bool) -> Result<()> 
             "stored_bytes": s.stored_bytes,
             "chunks": s.chunks,
             "new_chunks": s.new_chunks,
+            "page_aligned_bytes": s.page_aligned_bytes,
+            "metadata_bytes": s.metadata_bytes,
             "streams": streams_json(&m.streams),
         });
         if !m.meta.is_null() {
@@ -881,6 +888,13 @@ fn stats(repo: &Repo, json: bool) -> Result<()> {
     let t = repo.index().totals()?;
     let on_disk = repo.layout().list_packs()?;
     let stored_bytes: u64 = on_disk.iter().map(|(_, len)| len).sum();
+    let page_aligned_bytes: u64 = repo
+        .snapshots()?
+        .iter()
+        .map(|(_, m)| m.added.page_aligned_bytes)
+        .sum();
+    // Tree nodes, pack headers and tables: what is not stream data.
+    let metadata_bytes = t.stored_tree_bytes + t.pack_bytes.saturating_sub(t.stored_blob_bytes);
     let dedup = if stored_bytes > 0 {
         t.logical_bytes as f64 / stored_bytes as f64
     } else {
@@ -896,6 +910,8 @@ fn stats(repo: &Repo, json: bool) -> Result<()> {
             "tree_blobs": t.tree_blobs,
             "packs": on_disk.len(),
             "dedup_ratio": dedup,
+            "page_aligned_bytes": page_aligned_bytes,
+            "metadata_bytes": metadata_bytes,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
@@ -910,6 +926,14 @@ fn stats(repo: &Repo, json: bool) -> Result<()> {
             "stored bytes    {} in {} packs",
             fmt::bytes(stored_bytes),
             on_disk.len()
+        );
+        println!(
+            "metadata        {} (trees, pack tables)",
+            fmt::bytes(metadata_bytes)
+        );
+        println!(
+            "page-aligned    {} read as paged files",
+            fmt::bytes(page_aligned_bytes)
         );
         println!("ratio           {dedup:.2}x (logical / stored)");
     }

@@ -34,6 +34,14 @@ pub struct ChunkerParams {
     pub max_size: u32,
     /// FastCDC normalization level (0..=3).
     pub normalization: u8,
+    /// Cut paged files (databases, checkpoint memory) at page boundaries instead of by content.
+    /// Absent in repositories created before it existed, where it is on.
+    #[serde(default = "page_align_default")]
+    pub page_align: bool,
+}
+
+fn page_align_default() -> bool {
+    true
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -138,6 +146,7 @@ mod tests {
                 avg_size: 65536,
                 max_size: 262144,
                 normalization: 1,
+                page_align: true,
             },
             compression: CompressionParams {
                 algorithm: CompressionAlgorithm::Zstd,

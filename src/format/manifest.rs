@@ -64,6 +64,12 @@ pub struct AddedStats {
     pub new_chunks: u64,
     pub new_bytes: u64,
     pub stored_bytes: u64,
+    /// Bytes read that were cut at page boundaries (paged files such as databases).
+    #[serde(default)]
+    pub page_aligned_bytes: u64,
+    /// Of `stored_bytes`, those that are not stream data: tree nodes, pack headers and tables.
+    #[serde(default)]
+    pub metadata_bytes: u64,
 }
 
 pub fn encode(m: &Manifest) -> Vec<u8> {

@@ -914,3 +914,73 @@ fn malformed_pax_records_stop_parsing_but_keep_earlier_ones() {
         apply_pax_records(bad, &mut PaxOverrides::default());
     }
 }
+
+/// The cut hints of `stream`, fed in pieces of `piece` bytes.
+fn hints_of(stream: &[u8], piece: usize) -> Vec<CutHint> {
+    let mut scanner = TarScanner::new();
+    let mut members = Vec::new();
+    let mut hints = Vec::new();
+    for p in stream.chunks(piece) {
+        scanner.feed(p, &mut members);
+        scanner.drain_cut_hints(&mut hints);
+    }
+    hints
+}
+
+#[test]
+fn paged_members_are_reported_as_aligned_regions_in_stream_order() {
+    let mut db = vec![7u8; 16 * 4096];
+    db[..16].copy_from_slice(b"SQLite format 3\0");
+    db[16..18].copy_from_slice(&4096u16.to_be_bytes());
+    db[21..24].copy_from_slice(&[64, 32, 32]);
+    let mut builder = tar::Builder::new(Vec::new());
+    for (name, bytes) in [
+        ("a.txt", &b"hello"[..]),
+        ("data/app.db", &db[..]),
+        ("notes", &db[..4096 * 3]), // the SQLite header again: three whole pages
+        ("pages-1.img", &db[100..100 + 4096 * 3 + 1]), // not whole pages
+    ] {
+        let mut h = ustar_header(name, b'0', bytes.len() as u64);
+        h.set_cksum();
+        builder.append(&h, bytes).unwrap();
+    }
+    let stream = builder.into_inner().unwrap();
+    let (members, _) = scan(&stream);
+    let app = find(&members, b"data/app.db");
+    let notes = find(&members, b"notes");
+    let expected = vec![
+        CutHint::MemberStart(0),
+        CutHint::MemberStart(app.header_offset),
+        CutHint::Aligned {
+            start: app.data_offset,
+            end: app.data_offset + db.len() as u64,
+            block: 4096,
+        },
+        CutHint::MemberStart(notes.header_offset),
+        CutHint::Aligned {
+            start: notes.data_offset,
+            end: notes.data_offset + 3 * 4096,
+            block: 4096,
+        },
+        CutHint::MemberStart(find(&members, b"pages-1.img").header_offset),
+    ];
+    for piece in [1, 7, 512, 100_000] {
+        assert_eq!(hints_of(&stream, piece), expected, "piece {piece}");
+    }
+}
+
+#[test]
+fn sparse_members_are_never_aligned() {
+    let mut db = vec![0u8; 8 * 4096];
+    db[..16].copy_from_slice(b"SQLite format 3\0");
+    db[16..18].copy_from_slice(&4096u16.to_be_bytes());
+    db[21..24].copy_from_slice(&[64, 32, 32]);
+    let mut header = ustar_header("sparse.db", b'S', db.len() as u64);
+    header.set_cksum();
+    let stream = raw_archive(&[(header.as_bytes().to_vec(), db)], 2);
+    assert!(
+        hints_of(&stream, 4096)
+            .iter()
+            .all(|h| matches!(h, CutHint::MemberStart(_)))
+    );
+}

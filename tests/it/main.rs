@@ -4,6 +4,7 @@
 mod core;
 mod crash;
 mod errors;
+mod pages;
 mod props;
 mod tar_edge;
 mod util;
