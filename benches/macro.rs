@@ -486,7 +486,7 @@ fn measure_limits(path: &Path, max: u64) -> Result<Limits> {
     let chunker = Chunker::new(&DEFAULT_CHUNKER);
     let mut ends = Vec::with_capacity(sample.len() / 32_768);
     let t = Stopwatch::start();
-    chunker.cut(&sample, true, &[], &mut ends);
+    chunker.cut(&sample, 0, true, &[], &mut ends, &mut Vec::new());
     (l.fastcdc_1t_mbps, l.fastcdc_cpu_mbps) = t.rates(total);
     l.chunks = ends.len() as u64;
     l.mean_chunk_bytes = total as f64 / ends.len().max(1) as f64;

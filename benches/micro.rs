@@ -83,7 +83,7 @@ fn chunking(c: &mut Criterion) {
         let mut ends = Vec::with_capacity(CHUNKING_BYTES / 16_384);
         b.iter(|| {
             ends.clear();
-            black_box(chunker.cut(black_box(data), true, &[], &mut ends))
+            black_box(chunker.cut(black_box(data), 0, true, &[], &mut ends, &mut Vec::new()))
         })
     });
     g.finish();
