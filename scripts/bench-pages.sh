@@ -177,6 +177,8 @@ snapshot_generation() {
     log "$case generation $gen: $(jget "$d/snap-$gen.json" bytes | mb) MB, cairn stored $(jget "$d/snap-$gen.json" stored_bytes | mb) MB in ${secs}s"
 }
 
+tree_modes() { (cd "$1" && find . -mindepth 1 -printf '%P %y %m %U:%G\n' | LC_ALL=C sort); }
+
 # verify_restore CASE CASEDIR SRCDIR: the last snapshot of each cairn repository, extracted and as a tar
 verify_restore() {
     local case=$1 d=$2 src=$3 repo id bytes size verdict
@@ -192,8 +194,14 @@ verify_restore() {
             verdict="restore --extract FAILED ($(tail -1 "$d/restore.log"))"
         elif ! diff -rq --no-dereference "$src" "$d/extract" >"$d/diff.log" 2>&1; then
             verdict="restore --extract DIFFERS from the source ($(wc -l <"$d/diff.log") differences, e.g. $(head -1 "$d/diff.log"))"
+        elif ! diff <(tree_modes "$src") <(tree_modes "$d/extract") >"$d/diff.log" 2>&1; then
+            verdict="restore --extract contents identical but modes/owners DIFFER ($(grep -c '^<' "$d/diff.log") entries, e.g. $(grep -m1 '^<' "$d/diff.log"))"
         else
-            verdict="--extract identical to the source ($(find "$src" -type f | wc -l) files)"
+            verdict="--extract identical to the source ($(find "$src" -type f | wc -l) files; contents, modes and owners)"
+            # The extraction target is created by cairn, not restored from the stream's "./" member.
+            if [ "$(stat -c '%a %U:%G' "$src")" != "$(stat -c '%a %U:%G' "$d/extract")" ]; then
+                verdict="$verdict; the target directory itself is $(stat -c '%a %U:%G' "$d/extract"), the source's is $(stat -c '%a %U:%G' "$src")"
+            fi
         fi
         rm -rf "$d/extract"
         if ! "$cairn" -q -r "$d/$repo" restore "$id" --output "$d/last.tar" >"$d/restore.log" 2>&1; then
