@@ -19,10 +19,14 @@ pub fn unpack_fed(
     name: &str,
     feed: impl FnOnce(&mut (dyn Write + Send)) -> Result<()>,
 ) -> Result<()> {
+    // The archive's `./` entry may give the directory its mode and owner only if the directory
+    // is this restore's own: changing an existing, non-empty directory such as /tmp would be a
+    // surprise (GNU tar does it; we do not).
+    let owns_dir = std::fs::read_dir(dir).map_or(true, |mut d| d.next().is_none());
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let (writer, reader) = crate::pipe::pipe(4);
     std::thread::scope(|scope| -> Result<()> {
-        let unpacker = scope.spawn(move || unpack_archive(reader, dir));
+        let unpacker = scope.spawn(move || unpack_archive(reader, dir, owns_dir));
         let mut writer = writer;
         let fed = feed(&mut writer);
         match &fed {
@@ -43,7 +47,7 @@ pub fn unpack_fed(
     })
 }
 
-fn unpack_archive<R: Read>(reader: R, dir: &Path) -> io::Result<()> {
+fn unpack_archive<R: Read>(reader: R, dir: &Path, owns_dir: bool) -> io::Result<()> {
     let mut archive = tar::Archive::new(reader);
     archive.set_preserve_permissions(true);
     archive.set_preserve_mtime(true);
@@ -54,9 +58,16 @@ fn unpack_archive<R: Read>(reader: R, dir: &Path) -> io::Result<()> {
     archive.set_preserve_ownerships(false);
     archive.set_overwrite(true);
     let mut dir_times: Vec<(PathBuf, u64)> = Vec::new();
+    // The archive's own `./` entry describes `dir` itself (a database directory must keep its
+    // 0700 and owner); applied last, so that a read-only mode cannot stop the extraction.
+    let mut root_header: Option<tar::Header> = None;
     for entry in archive.entries()? {
         let mut entry = entry?;
         let kind = entry.header().entry_type();
+        if kind.is_dir() && is_root_entry(&entry.path()?) {
+            root_header = owns_dir.then(|| entry.header().clone());
+            continue;
+        }
         if kind.is_fifo() || kind.is_character_special() || kind.is_block_special() {
             make_special(dir, &entry, as_root)?;
             continue;
@@ -80,6 +91,20 @@ fn unpack_archive<R: Read>(reader: R, dir: &Path) -> io::Result<()> {
     }
     // Drain padding after the end-of-archive marker so the producer is not cut short.
     io::copy(&mut archive.into_inner(), &mut io::sink())?;
+    if let Some(header) = root_header {
+        if as_root {
+            restore_owner(dir, &header)?;
+        }
+        if let Ok(mode) = header.mode() {
+            std::fs::set_permissions(
+                dir,
+                std::os::unix::fs::PermissionsExt::from_mode(mode & 0o7777),
+            )?;
+        }
+        if let Ok(mtime) = header.mtime() {
+            dir_times.push((dir.to_path_buf(), mtime));
+        }
+    }
     dir_times.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
     for (path, mtime) in dir_times {
         let t = filetime::FileTime::from_unix_time(i64::try_from(mtime).unwrap_or(i64::MAX), 0);
@@ -116,6 +141,13 @@ fn restore_owner(path: &Path, header: &tar::Header) -> io::Result<()> {
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
+}
+
+/// True for `.`, `./` and the like (the tar crate may hand these over as an empty path): the
+/// member that stands for the extraction directory.
+fn is_root_entry(path: &Path) -> bool {
+    path.components()
+        .all(|c| matches!(c, Component::CurDir | Component::RootDir))
 }
 
 /// The member path with a leading `/` and `.` components removed, or None if it has `..`.
@@ -208,6 +240,40 @@ mod tests {
     }
 
     #[test]
+    fn the_root_entry_gives_the_target_directory_its_mode_and_mtime() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let mut b = tar::Builder::new(Vec::new());
+        let mut root = tar::Header::new_gnu();
+        root.set_entry_type(tar::EntryType::Directory);
+        root.set_mode(0o700);
+        root.set_mtime(1_234_567);
+        root.set_size(0);
+        b.append_data(&mut root, "./", std::io::empty()).unwrap();
+        let mut f = tar::Header::new_gnu();
+        f.set_mode(0o600);
+        f.set_size(2);
+        b.append_data(&mut f, "./PG_VERSION", &b"15"[..]).unwrap();
+        let archive = b.into_inner().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("data");
+        std::fs::create_dir(&target).unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755)).unwrap();
+        unpack_archive(&archive[..], &target, true).unwrap();
+        let meta = std::fs::metadata(&target).unwrap();
+        assert_eq!(meta.mode() & 0o7777, 0o700);
+        assert_eq!(meta.mtime(), 1_234_567);
+        assert_eq!(std::fs::read(target.join("PG_VERSION")).unwrap(), b"15");
+        // A directory that was not the restore's own keeps its mode.
+        let shared = dir.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755)).unwrap();
+        unpack_archive(&archive[..], &shared, false).unwrap();
+        assert_eq!(std::fs::metadata(&shared).unwrap().mode() & 0o7777, 0o755);
+        assert!(is_root_entry(Path::new(".")) && !is_root_entry(Path::new("./a")));
+        assert!(!is_root_entry(Path::new("a/..")));
+    }
+
+    #[test]
     fn fifos_and_directory_mtimes_are_restored() {
         let mut b = tar::Builder::new(Vec::new());
         let mut h = tar::Header::new_gnu();
@@ -236,7 +302,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let dst = dir.path().join("out");
         std::fs::create_dir(&dst).unwrap();
-        unpack_archive(&bytes[..], &dst).unwrap();
+        unpack_archive(&bytes[..], &dst, true).unwrap();
         use std::os::unix::fs::FileTypeExt;
         let pipe = std::fs::symlink_metadata(dst.join("d/pipe")).unwrap();
         assert!(pipe.file_type().is_fifo());
