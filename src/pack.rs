@@ -106,8 +106,10 @@ impl PackWriter {
             .try_fold(0u32, |sum, (_, len)| sum.checked_add(*len))
             .filter(|&n| n <= fmt::MAX_FRAME_RAW)
             .ok_or_else(too_big)?;
-        if members.is_empty() || stored.is_empty() {
-            return Err(Error::Invalid("empty frame".into()));
+        if members.is_empty() || stored.is_empty() || members.iter().any(|(_, len)| *len == 0) {
+            return Err(Error::Invalid(
+                "empty frame or empty blob in a frame".into(),
+            ));
         }
         let offset = self.offset;
         self.write_raw(stored)?;

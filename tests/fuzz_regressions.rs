@@ -144,3 +144,36 @@ fn fuzz_seeds_still_decode() {
         assert!(rest.is_empty());
     }
 }
+
+/// A shared frame opened by an empty blob made the next blob's offset in the frame 0, so it
+/// re-encoded as a frame opener: the table did not round-trip. Empty blobs in frames are now
+/// rejected. Replays the `pack_table` harness's reseal + natural-length path on the input.
+#[test]
+fn fuzz_pack_table_empty_blob_in_frame_is_rejected_or_round_trips() {
+    use cairn::format::pack::{self as fmt, ENTRY_LEN, HEADER_LEN, TRAILER_LEN};
+    let data = include_bytes!("../fuzz/regressions/pack_table/empty-blob-in-frame.bin");
+    let mut tail = data[9..].to_vec();
+    let trailer_at = tail.len() - TRAILER_LEN;
+    let rows = trailer_at / ENTRY_LEN;
+    let mut trailer = tail[trailer_at..].to_vec();
+    tail.truncate(rows * ENTRY_LEN);
+    trailer[..4].copy_from_slice(&(rows as u32).to_le_bytes());
+    trailer[8..40].copy_from_slice(blake3::hash(&tail).as_bytes());
+    let table = tail.clone();
+    let stored: u64 = table
+        .chunks_exact(ENTRY_LEN)
+        .map(|row| u64::from(u32::from_le_bytes(row[34..38].try_into().unwrap())))
+        .sum();
+    let pack_len = HEADER_LEN + stored + (table.len() + TRAILER_LEN) as u64;
+    let decoded = fmt::decode_trailer(&trailer)
+        .and_then(|t| fmt::decode_table(&table, &t, pack_len).map(|e| (t, e)));
+    if let Ok((t, entries)) = decoded {
+        let encoded = fmt::encode_table(&entries);
+        assert_eq!(
+            &encoded[..table.len()],
+            &table[..],
+            "table does not round-trip"
+        );
+        assert_eq!(t.entry_count as usize, entries.len());
+    }
+}

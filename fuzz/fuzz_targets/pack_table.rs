@@ -25,7 +25,10 @@ const MAX_FILE_LEN: u64 = 1 << 22;
 
 fuzz_target!(|data: &[u8]| {
     let header_ok = fmt::check_header(data).is_ok();
-    assert_eq!(header_ok, data.len() >= 8 && data[..8] == HEADER);
+    assert_eq!(
+        header_ok,
+        data.len() >= 8 && data[..7] == HEADER[..7] && (1..=fmt::VERSION).contains(&data[7])
+    );
     if data.len() < 9 {
         return;
     }
@@ -108,18 +111,32 @@ fn check_entries(
 ) {
     assert_eq!(entries.len() as u64, u64::from(trailer.entry_count));
     let mut offset = HEADER_LEN;
+    let mut frame_at = None;
     for e in entries {
-        assert_eq!(e.offset, offset, "blob offsets are not consecutive");
+        match e.frame {
+            // A blob continuing a shared frame starts where its frame does and adds no bytes.
+            Some(f) if f.skip > 0 => assert_eq!(Some(e.offset), frame_at),
+            _ => {
+                assert_eq!(e.offset, offset, "blob offsets are not consecutive");
+                frame_at = Some(e.offset);
+                offset += u64::from(e.stored_len);
+            }
+        }
         if e.compression == cairn::format::Compression::None {
             assert_eq!(e.stored_len, e.raw_len);
         }
-        offset += u64::from(e.stored_len);
+        if let Some(f) = e.frame {
+            assert!(f.skip + e.raw_len <= f.raw_len && f.raw_len <= fmt::MAX_FRAME_RAW);
+        }
     }
     assert_eq!(offset + (table.len() + TRAILER_LEN) as u64, pack_len);
     // Re-encoding gives back the bytes, except the reserved field, which readers ignore.
     let mut expected = table.to_vec();
     expected.extend_from_slice(trailer_bytes);
     expected[table.len() + 4..table.len() + 8].fill(0);
+    // Writers write the current version; a version-1 table re-encodes to the same rows.
+    let last = expected.len() - 1;
+    expected[last] = fmt::VERSION;
     assert_eq!(fmt::encode_table(entries), expected);
 }
 
@@ -138,7 +155,10 @@ fn write_pack(tail: &[u8], pack_len: u64) -> Option<&'static File> {
             .expect("temp file")
     });
     file.set_len(0).expect("truncate temp pack");
-    file.write_all_at(&HEADER, 0).expect("write temp pack");
+    // The header's version agrees with the trailer's, as in every pack a writer makes.
+    let mut header = HEADER;
+    header[7] = tail[tail.len() - 1];
+    file.write_all_at(&header, 0).expect("write temp pack");
     file.write_all_at(tail, tail_at).expect("write temp pack");
     Some(file)
 }

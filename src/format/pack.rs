@@ -186,6 +186,14 @@ pub fn decode_table(
                 trailer.version
             )));
         }
+        if framed && raw_len == 0 {
+            // Every blob of a frame after the first starts after a non-empty predecessor, which
+            // is what tells a continuation from an opener (and keeps encoding one-to-one).
+            return Err(FormatError(format!(
+                "empty blob {} in a shared frame",
+                id.short()
+            )));
+        }
         if storage != STORAGE_FRAME_CONTINUE {
             close_frame(&mut entries, open_frame.take());
         }
@@ -414,6 +422,14 @@ mod tests {
                 .unwrap_err()
                 .0
                 .contains("version 1")
+        );
+        // An empty blob in a frame (it would make a continuation look like an opener).
+        let t = encode_table(&[framed(1, 0, 8, 5, 0, 10), framed(2, 10, 8, 5, 0, 10)]);
+        assert!(
+            decode_all(&t, 13 + t.len() as u64)
+                .unwrap_err()
+                .0
+                .contains("empty")
         );
         // A frame claiming to decompress to more than the limit.
         let big = [
