@@ -129,6 +129,7 @@ impl Repo {
             }
             Err(e) => return Err(Error::io(config_path, e)),
         };
+        layout.restore_work_dirs();
         let cfg = match config::decode(&bytes).map_err(|e| Error::corrupt("config", e.0))? {
             config::Decoded::Ok(c) if c.version < config::VERSION => upgrade_config(&layout, c),
             config::Decoded::Ok(c) => c,

@@ -67,6 +67,17 @@ impl Layout {
 
     /// Creates the directory skeleton (all 256 pack subdirectories up front, so that writing a
     /// pack never needs a directory creation to be made durable).
+    /// Recreates the working directories (`tmp/`, `locks/`) if a copy of the repository lost
+    /// them (tools like git drop empty directories). Best effort: on a read-only repository
+    /// there is nothing to write, and a writer meets the real error when it needs them.
+    pub fn restore_work_dirs(&self) {
+        for dir in [self.locks(), self.tmp()] {
+            if !dir.exists() && fs::create_dir_all(&dir).is_ok() {
+                let _ = fsync_dir(&self.root);
+            }
+        }
+    }
+
     pub fn create_dirs(&self) -> Result<()> {
         for dir in [self.packs(), self.snapshots(), self.locks(), self.tmp()] {
             fs::create_dir_all(&dir).at(&dir)?;
@@ -157,10 +168,19 @@ impl TempFile {
     pub fn commit(self, dest: &Path) -> Result<()> {
         let tmp_path = self.inner.path().to_path_buf();
         self.inner.as_file().sync_all().at(&tmp_path)?;
-        self.inner
-            .persist(dest)
-            .map_err(|e| Error::io(dest, e.error))?;
-        fsync_dir(dest.parent().unwrap_or(Path::new(".")))
+        let parent = dest.parent().unwrap_or(Path::new("."));
+        match self.inner.persist(dest) {
+            Ok(_) => {}
+            // A repository copied by a tool that drops empty directories (git, some object-store
+            // syncs) lacks some `packs/XX`: create it (durably) and try once more.
+            Err(e) if e.error.kind() == std::io::ErrorKind::NotFound && !parent.exists() => {
+                std::fs::create_dir_all(parent).at(parent)?;
+                fsync_dir(parent.parent().unwrap_or(Path::new(".")))?;
+                e.file.persist(dest).map_err(|e| Error::io(dest, e.error))?;
+            }
+            Err(e) => return Err(Error::io(dest, e.error)),
+        }
+        fsync_dir(parent)
     }
 }
 

@@ -7,4 +7,5 @@ mod errors;
 mod pages;
 mod props;
 mod tar_edge;
+mod upgrade;
 mod util;
