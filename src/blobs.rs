@@ -52,9 +52,18 @@ impl PackFiles {
 
     /// Reads `len` bytes at `offset` of a pack; a short read means the pack is damaged.
     pub fn read_at(&self, pack: &Id, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let mut buf = Vec::new();
+        self.read_into(pack, offset, len, &mut buf)?;
+        Ok(buf)
+    }
+
+    /// `read_at` into a buffer the caller reuses: `buf` becomes exactly the `len` bytes read,
+    /// and keeps its capacity for the next read.
+    pub fn read_into(&self, pack: &Id, offset: u64, len: usize, buf: &mut Vec<u8>) -> Result<()> {
         let file = self.get(pack)?;
-        let mut buf = vec![0u8; len];
-        file.read_exact_at(&mut buf, offset).map_err(|e| {
+        // Only growth is zero-filled; what is kept is overwritten by the read or it fails.
+        buf.resize(len, 0);
+        file.read_exact_at(buf, offset).map_err(|e| {
             if e.kind() == std::io::ErrorKind::UnexpectedEof {
                 Error::corrupt(format!("pack {pack}"), "truncated")
             } else {
@@ -62,7 +71,7 @@ impl PackFiles {
             }
         })?;
         self.bytes_read.fetch_add(len as u64, Ordering::Relaxed);
-        Ok(buf)
+        Ok(())
     }
 
     /// Total bytes read from packs so far (lets tests show that partial reads stay partial).

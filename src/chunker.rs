@@ -165,50 +165,209 @@ pub type ScanHook<'h> = dyn FnMut(&[u8], &mut Vec<CutHint>) + Send + 'h;
 
 /// A buffer of stream bytes with its chunk boundaries.
 pub struct Batch {
-    pub data: Vec<u8>,
-    /// End offsets (exclusive) of the chunks, within `data`; the last equals `data.len()`.
+    /// `buf[start..end]` holds the batch's bytes (the rest is room kept for reuse).
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// End offsets (exclusive) of the chunks, within `data()`; the last equals `data().len()`.
     pub ends: Vec<usize>,
-    /// Offset of `data[0]` in the stream.
+    /// Offset of `data()[0]` in the stream.
     pub stream_offset: u64,
-    /// Bytes of `data` in page-aligned regions.
+    /// Bytes of `data()` in page-aligned regions.
     pub aligned_bytes: u64,
     /// For each chunk, whether it is a block of a page-aligned region.
     pub aligned: Vec<bool>,
 }
 
 impl Batch {
+    pub fn data(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
     pub fn chunks(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        let data = self.data();
         let mut start = 0;
         self.ends.iter().map(move |&end| {
-            let c = &self.data[start..end];
+            let c = &data[start..end];
             start = end;
             c
         })
     }
+
+    /// The buffer, to be handed back to a `BlockReader` for reuse.
+    pub fn into_buffer(self) -> Vec<u8> {
+        self.buf
+    }
 }
 
-/// Reads `source` and yields batches of about `batch_size` bytes.
-pub struct BatchReader<R> {
+/// Freshly read stream bytes, `buf[head..head + len]`, with the cut hints the scan hook found
+/// in them. The `head` bytes before them are room for the uncut tail of the previous batch.
+pub struct Block {
+    buf: Vec<u8>,
+    head: usize,
+    len: usize,
+    hints: Vec<CutHint>,
+    at_end: bool,
+}
+
+/// The first half of batching: reads the stream into blocks and runs the scan hook over them.
+/// It does not depend on where chunks are cut, so it can run on its own thread ahead of the
+/// cutting (`BatchCutter`).
+pub struct BlockReader<R> {
     source: R,
+    block_size: usize,
+    head: usize,
+    done: bool,
+}
+
+impl<R: Read> BlockReader<R> {
+    /// Blocks of `block_size` fresh bytes (fewer only at the end), each with `head` bytes of
+    /// room before them; `BatchCutter::headroom` says how much the cutter wants.
+    pub fn new(source: R, block_size: usize, head: usize) -> BlockReader<R> {
+        BlockReader {
+            source,
+            block_size: block_size.max(1),
+            head,
+            done: false,
+        }
+    }
+
+    /// The next block, or `None` after the end of the stream. `recycled` is an old buffer to
+    /// reuse (from `Batch::into_buffer`), so steady-state ingest neither allocates nor zeroes:
+    /// only a buffer's growth is zero-filled, and of what it held before only bytes that are
+    /// first overwritten (by a read here or by the carry in `BatchCutter::cut`) are ever used.
+    pub fn next_block(
+        &mut self,
+        recycled: Option<Vec<u8>>,
+        scan: Option<&mut ScanHook<'_>>,
+    ) -> std::io::Result<Option<Block>> {
+        if self.done {
+            return Ok(None);
+        }
+        let mut buf = recycled.unwrap_or_default();
+        let size = self.head + self.block_size;
+        if buf.len() < size {
+            buf.resize(size, 0);
+        }
+        let mut filled = self.head;
+        let mut at_end = false;
+        // Fill the whole block: pipes return 64 KiB per read.
+        while filled < size {
+            match self.source.read(&mut buf[filled..size]) {
+                Ok(0) => {
+                    at_end = true;
+                    break;
+                }
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.done = at_end;
+        let mut hints = Vec::new();
+        if let Some(scan) = scan {
+            scan(&buf[self.head..filled], &mut hints);
+        }
+        Ok(Some(Block {
+            buf,
+            head: self.head,
+            len: filled - self.head,
+            hints,
+            at_end,
+        }))
+    }
+}
+
+/// The second half of batching: cuts blocks, in stream order, into batches of whole chunks,
+/// carrying each block's undecided tail into the next.
+pub struct BatchCutter {
     chunker: Chunker,
-    batch_size: usize,
     carry: Vec<u8>,
     offset: u64,
-    done: bool,
     /// Cut hints not yet behind the cut position.
     hints: Vec<CutHint>,
 }
 
-impl<R: Read> BatchReader<R> {
-    pub fn new(source: R, chunker: Chunker, batch_size: usize) -> BatchReader<R> {
-        BatchReader {
-            source,
+impl BatchCutter {
+    pub fn new(chunker: Chunker) -> BatchCutter {
+        BatchCutter {
             chunker,
-            batch_size: batch_size.max(2 * chunker.max_size()),
             carry: Vec::new(),
             offset: 0,
-            done: false,
             hints: Vec::new(),
+        }
+    }
+
+    /// Room to leave before each block's fresh bytes so that the carry is put there without
+    /// moving the block: the longest tail `Chunker::cut` leaves (a content-defined chunk's
+    /// look-ahead, or one page-aligned block of up to 64 KiB). A longer carry still works,
+    /// through a copy.
+    pub fn headroom(&self) -> usize {
+        (self.chunker.max_size() + HINT_LOOKAHEAD).max(64 << 10)
+    }
+
+    /// Cuts the carry and `block`; `None` once the stream has ended and nothing is left.
+    pub fn cut(&mut self, block: Block) -> Option<Batch> {
+        let Block {
+            mut buf,
+            head,
+            len,
+            hints,
+            at_end,
+        } = block;
+        self.hints.extend(hints);
+        let carried = self.carry.len();
+        let (start, end) = if carried <= head {
+            buf[head - carried..head].copy_from_slice(&self.carry);
+            (head - carried, head + len)
+        } else {
+            let mut joined = Vec::with_capacity(carried + len);
+            joined.extend_from_slice(&self.carry);
+            joined.extend_from_slice(&buf[head..head + len]);
+            buf = joined;
+            (0, buf.len())
+        };
+        self.carry.clear();
+        let data = &buf[start..end];
+        let base = self.offset;
+        let mut ends = Vec::with_capacity(data.len() / 8192 + 1);
+        let mut aligned = Vec::with_capacity(ends.capacity());
+        let cut = self
+            .chunker
+            .cut(data, base, at_end, &self.hints, &mut ends, &mut aligned);
+        let covered = cut.covered;
+        self.hints.retain(|h| h.done_at() > base + covered as u64);
+        self.carry.extend_from_slice(&data[covered..]);
+        if at_end && covered == 0 {
+            return None;
+        }
+        self.offset += covered as u64;
+        Some(Batch {
+            buf,
+            start,
+            end: start + covered,
+            ends,
+            stream_offset: base,
+            aligned_bytes: cut.aligned_bytes,
+            aligned,
+        })
+    }
+}
+
+/// Reads `source` and yields batches of about `batch_size` bytes: a `BlockReader` and a
+/// `BatchCutter` on one thread.
+pub struct BatchReader<R> {
+    blocks: BlockReader<R>,
+    cutter: BatchCutter,
+}
+
+impl<R: Read> BatchReader<R> {
+    pub fn new(source: R, chunker: Chunker, batch_size: usize) -> BatchReader<R> {
+        let cutter = BatchCutter::new(chunker);
+        let head = cutter.headroom();
+        BatchReader {
+            blocks: BlockReader::new(source, batch_size.max(2 * chunker.max_size()), head),
+            cutter,
         }
     }
 
@@ -223,64 +382,12 @@ impl<R: Read> BatchReader<R> {
     pub fn next_batch_with(
         &mut self,
         recycled: Option<Vec<u8>>,
-        mut scan: Option<&mut ScanHook<'_>>,
+        scan: Option<&mut ScanHook<'_>>,
     ) -> std::io::Result<Option<Batch>> {
-        if self.done {
-            return Ok(None);
-        }
-        let mut data = recycled.unwrap_or_default();
-        data.clear();
-        data.reserve(self.batch_size);
-        data.extend_from_slice(&self.carry);
-        self.carry.clear();
-        let mut at_end = false;
-        // Grow once and fill in place: pipes return 64 KiB per read, and re-zeroing the rest of
-        // the buffer on every read would cost far more than the data.
-        let carried = data.len();
-        let mut filled = carried;
-        data.resize(self.batch_size, 0);
-        while filled < self.batch_size {
-            match self.source.read(&mut data[filled..]) {
-                Ok(0) => {
-                    at_end = true;
-                    break;
-                }
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        data.truncate(filled);
-        if let Some(scan) = scan.as_mut() {
-            let fresh = carried..filled;
-            scan(&data[fresh], &mut self.hints);
-        }
-        let base = self.offset;
-        let mut ends = Vec::with_capacity(data.len() / 8192 + 1);
-        let mut aligned = Vec::with_capacity(ends.capacity());
-        let cut = self
-            .chunker
-            .cut(&data, base, at_end, &self.hints, &mut ends, &mut aligned);
-        let covered = cut.covered;
-        let cut_to = base + covered as u64;
-        self.hints.retain(|h| h.done_at() > cut_to);
-        self.carry.extend_from_slice(&data[covered..]);
-        data.truncate(covered);
-        if at_end {
-            self.done = true;
-            if data.is_empty() {
-                return Ok(None);
-            }
-        }
-        let stream_offset = self.offset;
-        self.offset += covered as u64;
-        Ok(Some(Batch {
-            data,
-            ends,
-            stream_offset,
-            aligned_bytes: cut.aligned_bytes,
-            aligned,
-        }))
+        Ok(self
+            .blocks
+            .next_block(recycled, scan)?
+            .and_then(|block| self.cutter.cut(block)))
     }
 }
 
@@ -318,7 +425,7 @@ mod tests {
         let mut rec = None;
         while let Some(b) = r.next_batch(rec.take()).unwrap() {
             out.extend(b.ends.iter().map(|&e| b.stream_offset + e as u64));
-            rec = Some(b.data);
+            rec = Some(b.into_buffer());
         }
         out
     }
@@ -330,6 +437,56 @@ mod tests {
             .finalize_xof()
             .fill(&mut v);
         v
+    }
+
+    /// Every batch's bytes, through a block reader with `head` bytes of room and recycled
+    /// buffers; member starts reported as in `hinted_boundaries`.
+    fn batch_bytes(data: &[u8], starts: &[u64], block: usize, step: usize, head: usize) -> Vec<u8> {
+        let mut blocks = BlockReader::new(Trickle(data, step), block, head);
+        let mut cutter = BatchCutter::new(Chunker::new(&params()));
+        let mut fed = 0u64;
+        let mut next = 0;
+        let mut hook = |bytes: &[u8], out: &mut Vec<CutHint>| {
+            fed += bytes.len() as u64;
+            while next < starts.len() && starts[next] + 512 <= fed {
+                out.push(CutHint::MemberStart(starts[next]));
+                next += 1;
+            }
+        };
+        let mut out = Vec::new();
+        // Old buffers full of a marker byte, so that a stale byte would show.
+        let mut rec = Some(vec![0xA5; 3 * block + head]);
+        while let Some(b) = blocks.next_block(rec.take(), Some(&mut hook)).unwrap() {
+            let Some(batch) = cutter.cut(b) else {
+                break;
+            };
+            assert_eq!(batch.stream_offset, out.len() as u64);
+            assert_eq!(batch.ends.last().copied().unwrap_or(0), batch.data().len());
+            out.extend_from_slice(batch.data());
+            let mut buf = batch.into_buffer();
+            buf.fill(0xA5);
+            rec = Some(buf);
+        }
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+        #[test]
+        fn batches_hold_exactly_the_stream(
+            len in 0usize..40_000,
+            mut starts in proptest::collection::vec(0u64..40_000, 0..30),
+            block in 1usize..20_000,
+            step in 1usize..9000,
+            head in prop_oneof![Just(0usize), Just(100), Just(8192)],
+        ) {
+            let data = noise(len, 6);
+            starts.retain(|&h| h + 512 <= len as u64);
+            starts.sort();
+            starts.dedup();
+            // No room (every carry is copied), some, or enough for any carry.
+            prop_assert!(batch_bytes(&data, &starts, block, step, head) == data);
+        }
     }
 
     proptest! {
@@ -364,7 +521,7 @@ mod tests {
         let mut rec = None;
         while let Some(b) = r.next_batch_with(rec.take(), Some(&mut hook)).unwrap() {
             out.extend(b.ends.iter().map(|&e| b.stream_offset + e as u64));
-            rec = Some(b.data);
+            rec = Some(b.into_buffer());
         }
         out
     }
@@ -428,7 +585,7 @@ mod tests {
             out.extend(b.ends.iter().map(|&e| b.stream_offset + e as u64));
             assert_eq!(b.aligned.len(), b.ends.len());
             aligned += b.aligned_bytes;
-            rec = Some(b.data);
+            rec = Some(b.into_buffer());
         }
         (out, aligned)
     }

@@ -6,7 +6,7 @@
 //! batch overlaps with processing the current one. Memory is bounded by a few batch buffers plus
 //! one open pack's table.
 
-use crate::chunker::{Batch, BatchReader, Chunker};
+use crate::chunker::{Batch, BatchCutter, Block, BlockReader, Chunker};
 use crate::error::{Error, IoContext, Result};
 use crate::format::manifest::{self, AddedStats, Manifest, MembersRef, StreamEntry};
 use crate::format::tree::{ChildRef, TreeNode};
@@ -24,8 +24,12 @@ use std::io::Read;
 
 /// Bytes per batch handed from the reader thread to the hashing/compression stage.
 const BATCH_SIZE: usize = 8 << 20;
-/// Batches in flight between the reader and the processing stage.
+/// Batches in flight between the cutter and the processing stage.
 const BATCHES_IN_FLIGHT: usize = 2;
+/// Batch buffers in circulation: one being read, one waiting for the cutter, one being cut,
+/// `BATCHES_IN_FLIGHT` waiting, one being processed. Beyond that the reader allocates (and
+/// drops what comes back when the pool is full), so memory stays bounded either way.
+const BUFFERS: usize = BATCHES_IN_FLIGHT + 4;
 
 /// One stream to store in a snapshot.
 pub struct StreamInput<'a> {
@@ -493,26 +497,43 @@ pub(crate) fn store_stream(
     let level = repo.config.compression.level;
     let mut tree = TreeBuilder::new();
     let mut digest = blake3::Hasher::new();
+    let mut cutter = BatchCutter::new(chunker);
+    let mut blocks = BlockReader::new(reader, BATCH_SIZE, cutter.headroom());
+    let (block_tx, block_rx) = crossbeam_channel::bounded::<std::io::Result<Block>>(1);
     let (batch_tx, batch_rx) =
         crossbeam_channel::bounded::<std::io::Result<Batch>>(BATCHES_IN_FLIGHT);
-    let (recycle_tx, recycle_rx) = crossbeam_channel::bounded::<Vec<u8>>(BATCHES_IN_FLIGHT + 1);
+    let (recycle_tx, recycle_rx) = crossbeam_channel::bounded::<Vec<u8>>(BUFFERS);
 
     std::thread::scope(|scope| -> Result<()> {
+        // Reading (a copy out of the page cache) and the tar scan run on one thread, cutting
+        // on another: FastCDC is the one stage that cannot be spread over cores, so it gets a
+        // thread to itself.
         let reader_thread = scope.spawn(move || {
-            let mut batches = BatchReader::new(reader, chunker, BATCH_SIZE);
             loop {
                 let recycled = recycle_rx.try_recv().ok();
-                match batches.next_batch_with(recycled, observe.as_deref_mut()) {
-                    Ok(Some(batch)) => {
-                        if batch_tx.send(Ok(batch)).is_err() {
-                            return; // the consumer failed and stopped listening
-                        }
-                    }
+                let block = match blocks.next_block(recycled, observe.as_deref_mut()) {
+                    Ok(Some(block)) => Ok(block),
                     Ok(None) => return,
-                    Err(e) => {
-                        let _ = batch_tx.send(Err(e));
-                        return;
-                    }
+                    Err(e) => Err(e),
+                };
+                let failed = block.is_err();
+                if block_tx.send(block).is_err() || failed {
+                    return; // the cutter stopped listening, or the input failed
+                }
+            }
+        });
+        let cutter_thread = scope.spawn(move || {
+            for block in block_rx.iter() {
+                let batch = match block {
+                    Ok(block) => match cutter.cut(block) {
+                        Some(batch) => Ok(batch),
+                        None => return,
+                    },
+                    Err(e) => Err(e),
+                };
+                let failed = batch.is_err();
+                if batch_tx.send(batch).is_err() || failed {
+                    return; // the consumer failed and stopped listening, or the input did
                 }
             }
         });
@@ -520,14 +541,16 @@ pub(crate) fn store_stream(
             for batch in batch_rx.iter() {
                 let batch = batch.map_err(|e| Error::Invalid(format!("reading input: {e}")))?;
                 process_batch(&batch, blobs, &mut tree, &mut digest, level)?;
-                progress.advance(batch.data.len() as u64);
-                let _ = recycle_tx.try_send(batch.data);
+                progress.advance(batch.data().len() as u64);
+                let _ = recycle_tx.try_send(batch.into_buffer());
             }
             Ok(())
         })();
-        // On failure, stop the reader: dropping the receiver makes its next send fail.
+        // On failure, stop the other threads: dropping the receiver makes the cutter's next
+        // send fail, and the cutter's end makes the reader's fail.
         drop(batch_rx);
-        if reader_thread.join().is_err() {
+        let cutter_joined = cutter_thread.join();
+        if reader_thread.join().is_err() || cutter_joined.is_err() {
             return Err(Error::Invalid("reader thread panicked".into()));
         }
         result
@@ -550,18 +573,21 @@ fn process_batch(
     let (ids, ()) = rayon::join(
         || chunks.par_iter().map(|c| Id::of(c)).collect::<Vec<Id>>(),
         || {
-            digest.update(&batch.data);
+            digest.update(batch.data());
         },
     );
-    // Decide which chunks are new, once per distinct id.
+    // Decide which chunks are new, once per distinct id; one read transaction for the batch.
     let mut new_in_batch: HashSet<Id> = HashSet::new();
     let mut new_idx: Vec<usize> = Vec::new();
-    for (i, id) in ids.iter().enumerate() {
-        if !new_in_batch.contains(id) && !blobs.known(id)? {
-            new_in_batch.insert(*id);
-            new_idx.push(i);
+    blobs.repo.index.in_read_transaction(|| {
+        for (i, id) in ids.iter().enumerate() {
+            if !new_in_batch.contains(id) && !blobs.known(id)? {
+                new_in_batch.insert(*id);
+                new_idx.push(i);
+            }
         }
-    }
+        Ok(())
+    })?;
     let units = frame_units(&new_idx, &chunks, &batch.aligned);
     let compressed: Vec<std::io::Result<Option<Vec<u8>>>> = units
         .par_iter()
@@ -610,7 +636,7 @@ fn process_batch(
         )?;
     }
     blobs.stats.chunks += chunks.len() as u64;
-    blobs.stats.bytes += batch.data.len() as u64;
+    blobs.stats.bytes += batch.data().len() as u64;
     blobs.stats.page_aligned_bytes += batch.aligned_bytes;
     Ok(())
 }
