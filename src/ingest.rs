@@ -27,9 +27,10 @@ const BATCH_SIZE: usize = 8 << 20;
 /// Batches in flight between the cutter and the processing stage.
 const BATCHES_IN_FLIGHT: usize = 2;
 /// Batch buffers in circulation: one being read, one waiting for the cutter, one being cut,
-/// `BATCHES_IN_FLIGHT` waiting, one being processed. Beyond that the reader allocates (and
-/// drops what comes back when the pool is full), so memory stays bounded either way.
-const BUFFERS: usize = BATCHES_IN_FLIGHT + 4;
+/// one waiting for the hasher, one being hashed, `BATCHES_IN_FLIGHT` waiting, one being
+/// processed. Beyond that the reader allocates (and drops what comes back when the pool is
+/// full), so memory stays bounded either way.
+const BUFFERS: usize = BATCHES_IN_FLIGHT + 6;
 
 /// One stream to store in a snapshot.
 pub struct StreamInput<'a> {
@@ -496,18 +497,19 @@ pub(crate) fn store_stream(
     let chunker = Chunker::new(&repo.config.chunker);
     let level = repo.config.compression.level;
     let mut tree = TreeBuilder::new();
-    let mut digest = blake3::Hasher::new();
     let mut cutter = BatchCutter::new(chunker);
     let mut blocks = BlockReader::new(reader, BATCH_SIZE, cutter.headroom());
     let (block_tx, block_rx) = crossbeam_channel::bounded::<std::io::Result<Block>>(1);
-    let (batch_tx, batch_rx) =
-        crossbeam_channel::bounded::<std::io::Result<Batch>>(BATCHES_IN_FLIGHT);
+    let (batch_tx, batch_rx) = crossbeam_channel::bounded::<std::io::Result<Batch>>(1);
+    let (hashed_tx, hashed_rx) =
+        crossbeam_channel::bounded::<std::io::Result<(Batch, Vec<Id>)>>(BATCHES_IN_FLIGHT);
     let (recycle_tx, recycle_rx) = crossbeam_channel::bounded::<Vec<u8>>(BUFFERS);
 
-    std::thread::scope(|scope| -> Result<()> {
-        // Reading (a copy out of the page cache) and the tar scan run on one thread, cutting
-        // on another: FastCDC is the one stage that cannot be spread over cores, so it gets a
-        // thread to itself.
+    let digest = std::thread::scope(|scope| -> Result<Id> {
+        // Four stages, each on its own thread, so that they overlap: reading (a copy out of
+        // the page cache) and the tar scan; cutting (FastCDC, the one stage that cannot be
+        // spread over cores, alone on its thread); hashing the chunks and the stream (on the
+        // rayon pool); and, here, lookups, compression and packing.
         let reader_thread = scope.spawn(move || {
             loop {
                 let recycled = recycle_rx.try_recv().ok();
@@ -533,49 +535,75 @@ pub(crate) fn store_stream(
                 };
                 let failed = batch.is_err();
                 if batch_tx.send(batch).is_err() || failed {
-                    return; // the consumer failed and stopped listening, or the input did
+                    return; // the hasher stopped listening, or the input failed
                 }
             }
         });
-        let result = (|| -> Result<()> {
+        let hasher_thread = scope.spawn(move || {
+            let mut digest = blake3::Hasher::new();
             for batch in batch_rx.iter() {
-                let batch = batch.map_err(|e| Error::Invalid(format!("reading input: {e}")))?;
-                process_batch(&batch, blobs, &mut tree, &mut digest, level)?;
+                let hashed = batch.map(|batch| {
+                    let ids = hash_batch(&batch, &mut digest);
+                    (batch, ids)
+                });
+                let failed = hashed.is_err();
+                if hashed_tx.send(hashed).is_err() || failed {
+                    break; // the consumer failed and stopped listening, or the input did
+                }
+            }
+            Id::from(digest.finalize())
+        });
+        let result = (|| -> Result<()> {
+            for hashed in hashed_rx.iter() {
+                let (batch, ids) =
+                    hashed.map_err(|e| Error::Invalid(format!("reading input: {e}")))?;
+                process_batch(&batch, &ids, blobs, &mut tree, level)?;
                 progress.advance(batch.data().len() as u64);
                 let _ = recycle_tx.try_send(batch.into_buffer());
             }
             Ok(())
         })();
-        // On failure, stop the other threads: dropping the receiver makes the cutter's next
-        // send fail, and the cutter's end makes the reader's fail.
-        drop(batch_rx);
+        // On failure, stop the other threads: dropping the receiver makes the hasher's next
+        // send fail, the hasher's end the cutter's, and the cutter's the reader's.
+        drop(hashed_rx);
+        let digest = hasher_thread.join();
         let cutter_joined = cutter_thread.join();
         if reader_thread.join().is_err() || cutter_joined.is_err() {
             return Err(Error::Invalid("reader thread panicked".into()));
         }
-        result
+        let digest = digest.map_err(|_| Error::Invalid("hashing thread panicked".into()))?;
+        result.map(|()| digest)
     })?;
     let root = tree.finish(blobs)?;
-    Ok(StoredStream {
-        root,
-        digest: Id::from(digest.finalize()),
-    })
+    Ok(StoredStream { root, digest })
 }
 
-fn process_batch(
-    batch: &Batch,
-    blobs: &mut BlobWriter<'_>,
-    tree: &mut TreeBuilder,
-    digest: &mut blake3::Hasher,
-    level: i32,
-) -> Result<()> {
-    let chunks: Vec<&[u8]> = batch.chunks().collect();
+/// The ids of a batch's chunks, while the batch is added to the stream digest.
+fn hash_batch(batch: &Batch, digest: &mut blake3::Hasher) -> Vec<Id> {
     let (ids, ()) = rayon::join(
-        || chunks.par_iter().map(|c| Id::of(c)).collect::<Vec<Id>>(),
+        || {
+            batch
+                .chunks()
+                .collect::<Vec<_>>()
+                .par_iter()
+                .map(|c| Id::of(c))
+                .collect()
+        },
         || {
             digest.update(batch.data());
         },
     );
+    ids
+}
+
+fn process_batch(
+    batch: &Batch,
+    ids: &[Id],
+    blobs: &mut BlobWriter<'_>,
+    tree: &mut TreeBuilder,
+    level: i32,
+) -> Result<()> {
+    let chunks: Vec<&[u8]> = batch.chunks().collect();
     // Decide which chunks are new, once per distinct id; one read transaction for the batch.
     let mut new_in_batch: HashSet<Id> = HashSet::new();
     let mut new_idx: Vec<usize> = Vec::new();
