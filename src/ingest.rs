@@ -21,15 +21,17 @@ use crate::tree::{NodeSink, TreeBuilder};
 use rayon::prelude::*;
 use std::collections::HashSet;
 use std::io::Read;
+use std::sync::Arc;
 
 /// Bytes per batch handed from the reader thread to the hashing/compression stage.
 const BATCH_SIZE: usize = 8 << 20;
 /// Batches in flight between the cutter and the processing stage.
 const BATCHES_IN_FLIGHT: usize = 2;
 /// Batch buffers in circulation: one being read, one waiting for the cutter, one being cut,
-/// `BATCHES_IN_FLIGHT` waiting, one being processed. Beyond that the reader allocates (and
-/// drops what comes back when the pool is full), so memory stays bounded either way.
-const BUFFERS: usize = BATCHES_IN_FLIGHT + 4;
+/// one waiting for the hasher, one being hashed, `BATCHES_IN_FLIGHT` waiting, one being
+/// compressed and one being packed. Beyond that the reader allocates (and drops what comes back when the pool is
+/// full), so memory stays bounded either way.
+const BUFFERS: usize = BATCHES_IN_FLIGHT + 7;
 
 /// One stream to store in a snapshot.
 pub struct StreamInput<'a> {
@@ -106,6 +108,11 @@ impl<'r> BlobWriter<'r> {
 
     pub(crate) fn known(&self, id: &Id) -> Result<bool> {
         Ok(self.pending.contains(id) || self.repo.index.contains(id)?)
+    }
+
+    /// Counts `id` as known from now on, ahead of the `put` that stores it in this session.
+    fn claim(&mut self, id: Id) {
+        self.pending.insert(id);
     }
 
     /// Appends a blob whose stored form is already computed.
@@ -496,18 +503,19 @@ pub(crate) fn store_stream(
     let chunker = Chunker::new(&repo.config.chunker);
     let level = repo.config.compression.level;
     let mut tree = TreeBuilder::new();
-    let mut digest = blake3::Hasher::new();
     let mut cutter = BatchCutter::new(chunker);
     let mut blocks = BlockReader::new(reader, BATCH_SIZE, cutter.headroom());
     let (block_tx, block_rx) = crossbeam_channel::bounded::<std::io::Result<Block>>(1);
-    let (batch_tx, batch_rx) =
-        crossbeam_channel::bounded::<std::io::Result<Batch>>(BATCHES_IN_FLIGHT);
+    let (batch_tx, batch_rx) = crossbeam_channel::bounded::<std::io::Result<Batch>>(1);
+    let (hashed_tx, hashed_rx) =
+        crossbeam_channel::bounded::<std::io::Result<(Batch, Vec<Id>)>>(BATCHES_IN_FLIGHT);
     let (recycle_tx, recycle_rx) = crossbeam_channel::bounded::<Vec<u8>>(BUFFERS);
 
-    std::thread::scope(|scope| -> Result<()> {
-        // Reading (a copy out of the page cache) and the tar scan run on one thread, cutting
-        // on another: FastCDC is the one stage that cannot be spread over cores, so it gets a
-        // thread to itself.
+    let digest = std::thread::scope(|scope| -> Result<Id> {
+        // Four stages, each on its own thread, so that they overlap: reading (a copy out of
+        // the page cache) and the tar scan; cutting (FastCDC, the one stage that cannot be
+        // spread over cores, alone on its thread); hashing the chunks and the stream (on the
+        // rayon pool); and, here, lookups, compression and packing.
         let reader_thread = scope.spawn(move || {
             loop {
                 let recycled = recycle_rx.try_recv().ok();
@@ -533,63 +541,141 @@ pub(crate) fn store_stream(
                 };
                 let failed = batch.is_err();
                 if batch_tx.send(batch).is_err() || failed {
-                    return; // the consumer failed and stopped listening, or the input did
+                    return; // the hasher stopped listening, or the input failed
                 }
             }
         });
-        let result = (|| -> Result<()> {
+        let hasher_thread = scope.spawn(move || {
+            let mut digest = blake3::Hasher::new();
             for batch in batch_rx.iter() {
-                let batch = batch.map_err(|e| Error::Invalid(format!("reading input: {e}")))?;
-                process_batch(&batch, blobs, &mut tree, &mut digest, level)?;
-                progress.advance(batch.data().len() as u64);
-                let _ = recycle_tx.try_send(batch.into_buffer());
+                let hashed = batch.map(|batch| {
+                    let ids = hash_batch(&batch, &mut digest);
+                    (batch, ids)
+                });
+                let failed = hashed.is_err();
+                if hashed_tx.send(hashed).is_err() || failed {
+                    break; // the consumer failed and stopped listening, or the input did
+                }
             }
-            Ok(())
+            Id::from(digest.finalize())
+        });
+        let result = (|| -> Result<()> {
+            // One batch is compressed on the pool while the one before it is packed here.
+            let mut compressing: Option<Classified> = None;
+            let mut store = |c: Classified, blobs: &mut BlobWriter<'_>| -> Result<()> {
+                let batch = store_batch(c, blobs, &mut tree)?;
+                progress.advance(batch.data().len() as u64);
+                if let Ok(batch) = Arc::try_unwrap(batch) {
+                    let _ = recycle_tx.try_send(batch.into_buffer());
+                }
+                Ok(())
+            };
+            for hashed in hashed_rx.iter() {
+                let (batch, ids) =
+                    hashed.map_err(|e| Error::Invalid(format!("reading input: {e}")))?;
+                let next = classify(batch, ids, blobs, level)?;
+                if let Some(previous) = compressing.replace(next) {
+                    store(previous, blobs)?;
+                }
+            }
+            match compressing {
+                Some(last) => store(last, blobs),
+                None => Ok(()),
+            }
         })();
-        // On failure, stop the other threads: dropping the receiver makes the cutter's next
-        // send fail, and the cutter's end makes the reader's fail.
-        drop(batch_rx);
+        // On failure, stop the other threads: dropping the receiver makes the hasher's next
+        // send fail, the hasher's end the cutter's, and the cutter's the reader's.
+        drop(hashed_rx);
+        let digest = hasher_thread.join();
         let cutter_joined = cutter_thread.join();
         if reader_thread.join().is_err() || cutter_joined.is_err() {
             return Err(Error::Invalid("reader thread panicked".into()));
         }
-        result
+        let digest = digest.map_err(|_| Error::Invalid("hashing thread panicked".into()))?;
+        result.map(|()| digest)
     })?;
     let root = tree.finish(blobs)?;
-    Ok(StoredStream {
-        root,
-        digest: Id::from(digest.finalize()),
-    })
+    Ok(StoredStream { root, digest })
 }
 
-fn process_batch(
-    batch: &Batch,
-    blobs: &mut BlobWriter<'_>,
-    tree: &mut TreeBuilder,
-    digest: &mut blake3::Hasher,
-    level: i32,
-) -> Result<()> {
-    let chunks: Vec<&[u8]> = batch.chunks().collect();
+/// The ids of a batch's chunks, while the batch is added to the stream digest.
+fn hash_batch(batch: &Batch, digest: &mut blake3::Hasher) -> Vec<Id> {
     let (ids, ()) = rayon::join(
-        || chunks.par_iter().map(|c| Id::of(c)).collect::<Vec<Id>>(),
+        || {
+            batch
+                .chunks()
+                .collect::<Vec<_>>()
+                .par_iter()
+                .map(|c| Id::of(c))
+                .collect()
+        },
         || {
             digest.update(batch.data());
         },
     );
-    // Decide which chunks are new, once per distinct id; one read transaction for the batch.
-    let mut new_in_batch: HashSet<Id> = HashSet::new();
+    ids
+}
+
+/// Compressed forms of a batch's new units, in the order of `Classified::units`.
+type Compressed = Vec<std::io::Result<Option<Vec<u8>>>>;
+
+/// A batch whose new chunks are decided and being compressed on the pool.
+struct Classified {
+    batch: Arc<Batch>,
+    ids: Vec<Id>,
+    units: Arc<Vec<Vec<usize>>>,
+    compressed: Option<crossbeam_channel::Receiver<Compressed>>,
+}
+
+/// Decides which chunks of a batch are new (once per distinct id, in one read transaction)
+/// and starts compressing them on the pool, so that the previous batch can be packed
+/// meanwhile. The new ids count as known from here on (`BlobWriter::claim`): a later batch
+/// looked up before this one is packed must not store them again.
+fn classify(
+    batch: Batch,
+    ids: Vec<Id>,
+    blobs: &mut BlobWriter<'_>,
+    level: i32,
+) -> Result<Classified> {
     let mut new_idx: Vec<usize> = Vec::new();
     blobs.repo.index.in_read_transaction(|| {
         for (i, id) in ids.iter().enumerate() {
-            if !new_in_batch.contains(id) && !blobs.known(id)? {
-                new_in_batch.insert(*id);
+            if !blobs.known(id)? {
+                blobs.claim(*id);
                 new_idx.push(i);
             }
         }
         Ok(())
     })?;
-    let units = frame_units(&new_idx, &chunks, &batch.aligned);
-    let compressed: Vec<std::io::Result<Option<Vec<u8>>>> = units
+    let chunks: Vec<&[u8]> = batch.chunks().collect();
+    let units = Arc::new(frame_units(&new_idx, &chunks, &batch.aligned));
+    drop(chunks);
+    let batch = Arc::new(batch);
+    let compressed = (!units.is_empty()).then(|| {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let (batch, units) = (batch.clone(), units.clone());
+        rayon::spawn(move || {
+            let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                compress_units(&batch, &units, level)
+            }))
+            .unwrap_or_else(|_| vec![Err(std::io::Error::other("compression panicked"))]);
+            // Let go of the batch before reporting, so that its buffer can be reused.
+            drop(batch);
+            let _ = tx.send(out);
+        });
+        rx
+    });
+    Ok(Classified {
+        batch,
+        ids,
+        units,
+        compressed,
+    })
+}
+
+fn compress_units(batch: &Batch, units: &[Vec<usize>], level: i32) -> Compressed {
+    let chunks: Vec<&[u8]> = batch.chunks().collect();
+    units
         .par_iter()
         .map(|unit| match unit.as_slice() {
             [single] => crate::compress::compress(chunks[*single], level),
@@ -598,7 +684,36 @@ fn process_batch(
                 crate::compress::compress(&joined, level)
             }
         })
-        .collect();
+        .collect()
+}
+
+/// Packs a classified batch's new chunks once compressed and adds all its chunks to the tree;
+/// returns the batch for its buffer.
+fn store_batch(
+    c: Classified,
+    blobs: &mut BlobWriter<'_>,
+    tree: &mut TreeBuilder,
+) -> Result<Arc<Batch>> {
+    let Classified {
+        batch,
+        ids,
+        units,
+        compressed,
+    } = c;
+    let chunks: Vec<&[u8]> = batch.chunks().collect();
+    let compressed = match compressed {
+        Some(rx) => rx
+            .recv()
+            .map_err(|_| Error::Invalid("compression stopped".into()))?,
+        None => Vec::new(),
+    };
+    if compressed.len() != units.len() {
+        // Only a panic in compression gives another count; its error is in the results.
+        for stored in compressed {
+            stored.map_err(|e| Error::Invalid(format!("zstd: {e}")))?;
+        }
+        return Err(Error::Invalid("zstd: results lost".into()));
+    }
     for (unit, stored) in units.iter().zip(compressed) {
         let stored = stored.map_err(|e| Error::Invalid(format!("zstd: {e}")))?;
         match (unit.as_slice(), stored) {
@@ -638,7 +753,8 @@ fn process_batch(
     blobs.stats.chunks += chunks.len() as u64;
     blobs.stats.bytes += batch.data().len() as u64;
     blobs.stats.page_aligned_bytes += batch.aligned_bytes;
-    Ok(())
+    drop(chunks);
+    Ok(batch)
 }
 
 /// Splits the new chunks (indices in stream order) into what is compressed as one unit: most
@@ -670,4 +786,65 @@ fn frame_units(new_idx: &[usize], chunks: &[&[u8]], aligned: &[bool]) -> Vec<Vec
 /// Opens a file for `snapshot tar FILE`, with a clear error.
 pub fn open_input(path: &std::path::Path) -> Result<std::fs::File> {
     std::fs::File::open(path).at(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::progress::Silent;
+    use crate::tree::LeafWalker;
+
+    fn noise(len: usize, seed: u8) -> Vec<u8> {
+        let mut v = vec![0u8; len];
+        blake3::Hasher::new()
+            .update(&[seed])
+            .finalize_xof()
+            .fill(&mut v);
+        v
+    }
+
+    /// A block repeated in later batches is looked up before the batch that first holds it
+    /// is packed (batches are classified one ahead of packing): it must still be stored once.
+    #[test]
+    fn chunks_repeated_across_batches_are_stored_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repo::init(&dir.path().join("r"), &crate::InitOptions::default()).unwrap();
+        let block = noise(3 << 20, 1);
+        let mut data = Vec::new();
+        for i in 0..4u8 {
+            data.extend_from_slice(&block);
+            data.extend_from_slice(&noise(BATCH_SIZE - (1 << 20), 10 + i));
+        }
+        let input = StreamInput {
+            name: "s".into(),
+            role: "data".into(),
+            reader: Box::new(std::io::Cursor::new(data.clone())),
+        };
+        let outcome = repo
+            .snapshot(SnapshotSpec::default(), vec![input], &Silent)
+            .unwrap();
+        let stream = &outcome.manifest.streams[0];
+        let mut walker = LeafWalker::new(&repo, &stream.root, 0, stream.length).unwrap();
+        let mut leaves = Vec::new();
+        while let Some(leaf) = walker.next_leaf().unwrap() {
+            leaves.push(leaf);
+        }
+        let distinct: HashSet<Id> = leaves.iter().map(|l| l.id).collect();
+        assert!(
+            distinct.len() + 20 < leaves.len(),
+            "the block's chunks repeat"
+        );
+        assert_eq!(outcome.stats.chunks, leaves.len() as u64);
+        assert_eq!(outcome.stats.new_chunks, distinct.len() as u64);
+        let unique: u64 = distinct
+            .iter()
+            .map(|id| u64::from(repo.locate(id).unwrap().raw_len))
+            .sum();
+        assert_eq!(outcome.stats.new_bytes, unique);
+        assert_eq!(repo.index.totals().unwrap().chunks, distinct.len() as u64);
+        let mut back = Vec::new();
+        crate::restore::restore_stream(&repo, stream, &mut back, &Silent).unwrap();
+        assert!(back == data);
+        assert_eq!(stream.digest, Id::of(&data));
+    }
 }

@@ -26,9 +26,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::panic::AssertUnwindSafe;
 
-const WINDOW_BYTES: u64 = 32 << 20;
+const WINDOW_BYTES: u64 = 16 << 20;
 /// Windows being filled, waiting or being consumed at once (each holds `WINDOW_BYTES`).
-const WINDOWS_IN_FLIGHT: usize = 3;
+const WINDOWS_IN_FLIGHT: usize = 4;
 /// A region (one read) never spans more than this...
 const REGION_MAX: u64 = 2 << 20;
 /// ...nor skips more than this between two wanted blobs.
