@@ -1,9 +1,10 @@
 //! Content-defined chunking (FastCDC 2020) over a byte stream, in batches.
 //!
-//! The reader fills a large buffer, cuts every chunk whose end is certain (a chunk needs up to
-//! `max_size` bytes of look-ahead unless the stream has ended), hands the buffer on as a batch,
-//! and carries the undecided tail into the next buffer. Chunk boundaries therefore do not depend
-//! on buffer sizes or on how the input arrives.
+//! The reader fills a large buffer (`BlockReader`), the cutter (`BatchCutter`, possibly on
+//! another thread) cuts every chunk whose end is certain (a chunk needs up to `max_size` bytes
+//! of look-ahead unless the stream has ended), hands the buffer on as a batch, and carries the
+//! undecided tail into the room left before the next buffer's bytes. Chunk boundaries therefore
+//! do not depend on buffer sizes or on how the input arrives.
 
 use crate::format::config::ChunkerParams;
 use fastcdc::v2020::{self, Normalization};

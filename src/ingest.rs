@@ -1,10 +1,11 @@
 //! Snapshot ingest: read → chunk → hash → dedup → compress → pack → index → manifest.
 //!
-//! A reader thread fills buffers and cuts chunks (sequential by nature); the calling thread
-//! hashes each batch's chunks and the whole stream in parallel (rayon), looks the chunk ids up,
-//! compresses only the new ones in parallel, and appends them to the open pack. Reading the next
-//! batch overlaps with processing the current one. Memory is bounded by a few batch buffers plus
-//! one open pack's table.
+//! A pipeline of 8 MiB batches: a reader thread fills buffers (and runs the tar scan), a cutter
+//! thread cuts them into chunks (FastCDC, sequential by nature), a hashing thread hashes each
+//! batch's chunks and the whole stream in parallel (rayon), and the calling thread looks the
+//! chunk ids up, has only the new ones compressed in parallel, and appends them to the open
+//! pack; a batch is compressed while the one before it is packed. All stages overlap. Memory is
+//! bounded by a few batch buffers plus one open pack's table.
 
 use crate::chunker::{Batch, BatchCutter, Block, BlockReader, Chunker};
 use crate::error::{Error, IoContext, Result};
@@ -29,8 +30,8 @@ const BATCH_SIZE: usize = 8 << 20;
 const BATCHES_IN_FLIGHT: usize = 2;
 /// Batch buffers in circulation: one being read, one waiting for the cutter, one being cut,
 /// one waiting for the hasher, one being hashed, `BATCHES_IN_FLIGHT` waiting, one being
-/// compressed and one being packed. Beyond that the reader allocates (and drops what comes back when the pool is
-/// full), so memory stays bounded either way.
+/// compressed and one being packed. Beyond that the reader allocates (and drops what comes
+/// back when the pool is full), so memory stays bounded either way.
 const BUFFERS: usize = BATCHES_IN_FLIGHT + 7;
 
 /// One stream to store in a snapshot.
@@ -89,7 +90,7 @@ pub(crate) struct BlobWriter<'r> {
     data: Option<PackWriter>,
     tree: Option<PackWriter>,
     finisher: Finisher,
-    /// Blobs in this session's open packs (not yet in the index).
+    /// Blobs in this session's open packs (not yet in the index), or claimed for them.
     pending: HashSet<Id>,
     pub(crate) stats: IngestStats,
 }
