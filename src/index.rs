@@ -71,9 +71,52 @@ impl BlobLocation {
     }
 }
 
-/// The blob columns every reader selects, in this order (see `blob_location`).
-pub(crate) const LOCATION_COLUMNS: &str = "b.offset, b.stored_len, b.raw_len, b.kind, \
-     b.compression, b.frame_len, b.frame_skip, b.frame_raw";
+/// The blob columns every reader selects, in this order (see `blob_location`); a macro so that
+/// queries can be built from it with `concat!`.
+macro_rules! location_columns {
+    () => {
+        "b.offset, b.stored_len, b.raw_len, b.kind, b.compression, b.frame_len, b.frame_skip, \
+         b.frame_raw"
+    };
+}
+pub(crate) const LOCATION_COLUMNS: &str = location_columns!();
+
+/// A blob's pack number and location columns, by id (single-table: see `Index::locator`).
+const BLOB_BY_ID: &str = concat!(
+    "SELECT b.pack_no, ",
+    location_columns!(),
+    " FROM blobs b WHERE b.id = ?1"
+);
+const PACK_ID: &str = "SELECT id FROM packs WHERE pack_no = ?1";
+
+/// Looks a blob up with `by_id` (`BLOB_BY_ID`); `pack_of` turns its pack number into the pack's
+/// id. A blob of a pack the index does not list is not there, as with a join.
+fn locate_with(
+    by_id: &mut rusqlite::Statement<'_>,
+    id: &Id,
+    pack_of: impl FnOnce(i64) -> Result<Option<Id>>,
+) -> Result<Option<BlobLocation>> {
+    let mut rows = by_id.query([&id.0[..]])?;
+    let Some(row) = rows.next()? else {
+        return Ok(None);
+    };
+    let Some(pack) = pack_of(row.get(0)?)? else {
+        return Ok(None);
+    };
+    Ok(Some(blob_location(row, 1, pack, id)?))
+}
+
+fn pack_id_of(stmt: &mut rusqlite::Statement<'_>, pack_no: i64) -> Result<Option<Id>> {
+    let Some(bytes) = stmt
+        .query_row([pack_no], |r| r.get::<_, Vec<u8>>(0))
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    Id::from_slice(&bytes)
+        .map(Some)
+        .ok_or_else(|| Error::corrupt("index", format!("pack {pack_no}: bad pack id")))
+}
 
 /// Decodes `LOCATION_COLUMNS` starting at column `at` of `row`, for a blob of `pack`.
 pub(crate) fn blob_location(
@@ -297,26 +340,9 @@ impl Index {
     pub fn locate(&self, id: &Id) -> Result<Option<BlobLocation>> {
         // Two single-table statements rather than a join: SQLite re-prepares a cached join
         // statement on every use (see `locator`), which cost a fifth of restore's CPU.
-        let mut by_id = self.conn.prepare_cached(&format!(
-            "SELECT b.pack_no, {LOCATION_COLUMNS} FROM blobs b WHERE b.id = ?1"
-        ))?;
-        let mut rows = by_id.query([&id.0[..]])?;
-        let Some(row) = rows.next()? else {
-            return Ok(None);
-        };
-        let pack_no: i64 = row.get(0)?;
-        let mut pack_id = self
-            .conn
-            .prepare_cached("SELECT id FROM packs WHERE pack_no = ?1")?;
-        let Some(bytes) = pack_id
-            .query_row([pack_no], |r| r.get::<_, Vec<u8>>(0))
-            .optional()?
-        else {
-            return Ok(None); // a blob of a pack the index does not list is not there
-        };
-        let pack = Id::from_slice(&bytes)
-            .ok_or_else(|| Error::corrupt("index", format!("blob {id}: bad pack id")))?;
-        Ok(Some(blob_location(row, 1, pack, id)?))
+        let mut by_id = self.conn.prepare_cached(BLOB_BY_ID)?;
+        let mut pack_id = self.conn.prepare_cached(PACK_ID)?;
+        locate_with(&mut by_id, id, |pack_no| pack_id_of(&mut pack_id, pack_no))
     }
 
     /// Runs `f`, which reads the index, in one read transaction: SQLite then takes its WAL read
@@ -344,12 +370,8 @@ impl Index {
     /// maps pack numbers to ids itself.
     pub fn locator(&self) -> Result<BlobLocator<'_>> {
         Ok(BlobLocator {
-            by_id: self.conn.prepare(&format!(
-                "SELECT b.pack_no, {LOCATION_COLUMNS} FROM blobs b WHERE b.id = ?1"
-            ))?,
-            pack_id: self
-                .conn
-                .prepare("SELECT id FROM packs WHERE pack_no = ?1")?,
+            by_id: self.conn.prepare(BLOB_BY_ID)?,
+            pack_id: self.conn.prepare(PACK_ID)?,
             packs: std::collections::HashMap::new(),
         })
     }
@@ -488,29 +510,17 @@ pub struct BlobLocator<'c> {
 
 impl BlobLocator<'_> {
     pub fn locate(&mut self, id: &Id) -> Result<Option<BlobLocation>> {
-        let mut rows = self.by_id.query([&id.0[..]])?;
-        let Some(row) = rows.next()? else {
-            return Ok(None);
-        };
-        let pack_no: i64 = row.get(0)?;
-        let pack = match self.packs.get(&pack_no) {
-            Some(pack) => *pack,
-            None => {
-                let Some(bytes) = self
-                    .pack_id
-                    .query_row([pack_no], |r| r.get::<_, Vec<u8>>(0))
-                    .optional()?
-                else {
-                    // Like `locate`'s join: a blob of an unknown pack is not there.
-                    return Ok(None);
-                };
-                let pack = Id::from_slice(&bytes)
-                    .ok_or_else(|| Error::corrupt("index", format!("blob {id}: bad pack id")))?;
-                self.packs.insert(pack_no, pack);
-                pack
+        let (packs, pack_id) = (&mut self.packs, &mut self.pack_id);
+        locate_with(&mut self.by_id, id, |pack_no| {
+            if let Some(pack) = packs.get(&pack_no) {
+                return Ok(Some(*pack));
             }
-        };
-        Ok(Some(blob_location(row, 1, pack, id)?))
+            let pack = pack_id_of(pack_id, pack_no)?;
+            if let Some(pack) = pack {
+                packs.insert(pack_no, pack);
+            }
+            Ok(pack)
+        })
     }
 }
 

@@ -382,19 +382,14 @@ impl<'r> SnapshotSession<'r> {
         }
         let mut role = input.role;
         let mut recorder = if role == "tar" {
-            Some(MemberRecorder::new(&self.repo.layout)?)
+            let page_align = self.repo.config.chunker.page_align;
+            Some(MemberRecorder::new(&self.repo.layout, page_align)?)
         } else {
             None
         };
         let stored = {
-            let page_align = self.repo.config.chunker.page_align;
             let mut observe = recorder.as_mut().map(|r| {
-                move |b: &[u8], hints: &mut Vec<crate::chunker::CutHint>| {
-                    r.observe(b, hints);
-                    if !page_align {
-                        hints.retain(|h| matches!(h, crate::chunker::CutHint::MemberStart(_)));
-                    }
-                }
+                move |b: &[u8], hints: &mut Vec<crate::chunker::CutHint>| r.observe(b, hints)
             });
             store_stream(
                 &mut self.blobs,

@@ -31,11 +31,13 @@ pub enum Recorded {
 }
 
 impl MemberRecorder {
-    pub fn new(layout: &Layout) -> Result<MemberRecorder> {
+    /// With `page_align`, paged files (databases, checkpoint pages) are reported as aligned
+    /// regions besides member starts.
+    pub fn new(layout: &Layout, page_align: bool) -> Result<MemberRecorder> {
         let mut encoded = Vec::new();
         let encoder = MemberIndexEncoder::new(&mut encoded);
         Ok(MemberRecorder {
-            scanner: TarScanner::new(),
+            scanner: TarScanner::new().detecting_pages(page_align),
             encoder,
             spool: BufWriter::with_capacity(1 << 20, TempFile::new(layout, "members-")?),
             members: Vec::new(),

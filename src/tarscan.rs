@@ -233,6 +233,8 @@ pub struct TarScanner {
     hints: Vec<CutHint>,
     /// The first bytes of the current member's data, while deciding whether it is a paged file.
     probe: Option<Vec<u8>>,
+    /// Whether to look for paged files at all.
+    detect_pages: bool,
 }
 
 impl Default for TarScanner {
@@ -255,7 +257,14 @@ impl TarScanner {
             members_emitted: 0,
             hints: Vec::new(),
             probe: None,
+            detect_pages: true,
         }
+    }
+
+    /// Whether paged files are reported as aligned regions (on by default).
+    pub fn detecting_pages(mut self, on: bool) -> Self {
+        self.detect_pages = on;
+        self
     }
 
     /// Moves the cut hints found since the last call into `out`, in stream order. A member
@@ -522,7 +531,8 @@ impl TarScanner {
         };
         let has_sparse_map_blocks = gnu_sparse && block[GNU_IS_EXTENDED] != 0;
         // Only plain files store their data as they are; a sparse member's data is packed.
-        let may_be_paged = member.kind == MemberKind::File
+        let may_be_paged = self.detect_pages
+            && member.kind == MemberKind::File
             && !member.sparse
             && member.data_len >= 2 * u64::from(pages::MIN_BLOCK);
         self.probe = may_be_paged.then(|| Vec::with_capacity(pages::PROBE_LEN));

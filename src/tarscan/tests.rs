@@ -984,3 +984,25 @@ fn sparse_members_are_never_aligned() {
             .all(|h| matches!(h, CutHint::MemberStart(_)))
     );
 }
+
+#[test]
+fn page_detection_can_be_turned_off() {
+    let mut db = vec![7u8; 8 * 4096];
+    db[..16].copy_from_slice(b"SQLite format 3\0");
+    db[16..18].copy_from_slice(&4096u16.to_be_bytes());
+    db[21..24].copy_from_slice(&[64, 32, 32]);
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut h = ustar_header("app.db", b'0', db.len() as u64);
+    h.set_cksum();
+    builder.append(&h, &db[..]).unwrap();
+    let stream = builder.into_inner().unwrap();
+    let hints = |detect: bool| {
+        let mut scanner = TarScanner::new().detecting_pages(detect);
+        let (mut members, mut out) = (Vec::new(), Vec::new());
+        scanner.feed(&stream, &mut members);
+        scanner.drain_cut_hints(&mut out);
+        out
+    };
+    assert_eq!(hints(true).len(), 2);
+    assert_eq!(hints(false), vec![CutHint::MemberStart(0)]);
+}

@@ -6,23 +6,6 @@ use crate::util::*;
 use std::fs;
 use std::path::Path;
 
-const PAGE: usize = 4096;
-
-/// A file that looks like an SQLite database with 4 KiB pages: the real header, then pages of
-/// compressible text, each different.
-fn sqlite_like(pages: usize, seed: u64) -> Vec<u8> {
-    let mut db = text_bytes(seed, pages * PAGE);
-    let mut header = b"SQLite format 3\0".to_vec();
-    header.extend_from_slice(&(PAGE as u16).to_be_bytes());
-    header.extend_from_slice(&[1, 1, 0, 64, 32, 32]);
-    db[..header.len()].copy_from_slice(&header);
-    // Number every page so that no two are equal, as in a real database.
-    for (n, page) in db.chunks_mut(PAGE).enumerate().skip(1) {
-        page[..8].copy_from_slice(&(n as u64).to_le_bytes());
-    }
-    db
-}
-
 /// Rewrites `count` distinct pages (never page 0) of `db` with new text; returns their numbers.
 fn touch_pages(db: &mut [u8], count: usize, seed: u64) -> Vec<usize> {
     let pages = db.len() / PAGE;

@@ -47,10 +47,7 @@ fn a_version_1_repository_is_upgraded_and_stays_readable() {
     assert!(restored == fs::read(INPUT).unwrap(), "restore differs");
 
     // New snapshots go into the upgraded repository, next to the old packs.
-    let mut db = text_bytes(1, 64 * 4096);
-    db[..16].copy_from_slice(b"SQLite format 3\0");
-    db[16..18].copy_from_slice(&4096u16.to_be_bytes());
-    db[21..24].copy_from_slice(&[64, 32, 32]);
+    let db = sqlite_like(64, 1);
     t.write("data/app.db", &db);
     let snap = repo.snapshot_dir(&t.join("data"), &[]);
     assert_eq!(u64_field(&snap, "page_aligned_bytes"), db.len() as u64);

@@ -766,3 +766,20 @@ pub fn wait_with_max_rss(child: std::process::Child) -> (Option<i32>, u64) {
     let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
     (code, usage.ru_maxrss as u64 * 1024)
 }
+
+/// The page size of `sqlite_like` files.
+pub const PAGE: usize = 4096;
+
+/// A file that looks like an SQLite database with 4 KiB pages: the real header, then pages of
+/// compressible text, each different (numbered), as in a real database.
+pub fn sqlite_like(pages: usize, seed: u64) -> Vec<u8> {
+    let mut db = text_bytes(seed, pages * PAGE);
+    let mut header = b"SQLite format 3\0".to_vec();
+    header.extend_from_slice(&(PAGE as u16).to_be_bytes());
+    header.extend_from_slice(&[1, 1, 0, 64, 32, 32]);
+    db[..header.len()].copy_from_slice(&header);
+    for (n, page) in db.chunks_mut(PAGE).enumerate().skip(1) {
+        page[..8].copy_from_slice(&(n as u64).to_le_bytes());
+    }
+    db
+}
