@@ -20,7 +20,7 @@ use crate::repo::Repo;
 use crate::store;
 use crate::tree::{NodeSink, TreeBuilder};
 use rayon::prelude::*;
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::io::Read;
 use std::sync::Arc;
 
@@ -28,11 +28,14 @@ use std::sync::Arc;
 const BATCH_SIZE: usize = 8 << 20;
 /// Batches in flight between the cutter and the processing stage.
 const BATCHES_IN_FLIGHT: usize = 2;
+/// Batches handed to the pool for compression while an earlier one is packed. More than one,
+/// so that the pool still has work queued while the packing thread writes and indexes.
+const COMPRESS_AHEAD: usize = 2;
 /// Batch buffers in circulation: one being read, one waiting for the cutter, one being cut,
-/// one waiting for the hasher, one being hashed, `BATCHES_IN_FLIGHT` waiting, one being
-/// compressed and one being packed. Beyond that the reader allocates (and drops what comes
-/// back when the pool is full), so memory stays bounded either way.
-const BUFFERS: usize = BATCHES_IN_FLIGHT + 7;
+/// one waiting for the hasher, one being hashed, `BATCHES_IN_FLIGHT` waiting,
+/// `COMPRESS_AHEAD` being compressed and one being packed. Beyond that the reader allocates
+/// (and drops what comes back when the pool is full), so memory stays bounded either way.
+const BUFFERS: usize = BATCHES_IN_FLIGHT + COMPRESS_AHEAD + 6;
 
 /// One stream to store in a snapshot.
 pub struct StreamInput<'a> {
@@ -213,11 +216,12 @@ impl<'r> BlobWriter<'r> {
     }
 
     /// Indexes packs the finisher has made durable (packs before index); with `wait`, all.
+    /// The commits are deferred (no fsync each): `flush` makes them durable at once.
     fn index_finished(&mut self, wait: bool) -> Result<()> {
         for done in self.finisher.collect(wait)? {
             self.repo
                 .index
-                .add_pack(&done.id, done.size, &done.entries)?;
+                .add_pack_deferred(&done.id, done.size, &done.entries)?;
             for e in &done.entries {
                 self.pending.remove(&e.id);
             }
@@ -225,11 +229,15 @@ impl<'r> BlobWriter<'r> {
         Ok(())
     }
 
-    /// Makes every pack of this session durable and indexed.
+    /// Makes every pack of this session durable and indexed, and the index durable: after
+    /// this, a manifest may refer to any blob this session wrote or found in the index (which
+    /// may have been another process's deferred commit, hence the sync even when this session
+    /// wrote nothing).
     pub(crate) fn flush(&mut self) -> Result<()> {
         self.close_pack(BlobKind::Data)?;
         self.close_pack(BlobKind::Tree)?;
-        self.index_finished(true)
+        self.index_finished(true)?;
+        self.repo.index.sync()
     }
 }
 
@@ -556,8 +564,9 @@ pub(crate) fn store_stream(
             Id::from(digest.finalize())
         });
         let result = (|| -> Result<()> {
-            // One batch is compressed on the pool while the one before it is packed here.
-            let mut compressing: Option<Classified> = None;
+            // Up to `COMPRESS_AHEAD` batches are compressed on the pool while the one before
+            // them is packed here.
+            let mut compressing: VecDeque<Classified> = VecDeque::with_capacity(COMPRESS_AHEAD + 1);
             let mut store = |c: Classified, blobs: &mut BlobWriter<'_>| -> Result<()> {
                 let batch = store_batch(c, blobs, &mut tree)?;
                 progress.advance(batch.data().len() as u64);
@@ -569,15 +578,17 @@ pub(crate) fn store_stream(
             for hashed in hashed_rx.iter() {
                 let (batch, ids) =
                     hashed.map_err(|e| Error::Invalid(format!("reading input: {e}")))?;
-                let next = classify(batch, ids, blobs, level)?;
-                if let Some(previous) = compressing.replace(next) {
-                    store(previous, blobs)?;
+                compressing.push_back(classify(batch, ids, blobs, level)?);
+                if compressing.len() > COMPRESS_AHEAD {
+                    if let Some(oldest) = compressing.pop_front() {
+                        store(oldest, blobs)?;
+                    }
                 }
             }
-            match compressing {
-                Some(last) => store(last, blobs),
-                None => Ok(()),
+            while let Some(oldest) = compressing.pop_front() {
+                store(oldest, blobs)?;
             }
+            Ok(())
         })();
         // On failure, stop the other threads: dropping the receiver makes the hasher's next
         // send fail, the hasher's end the cutter's, and the cutter's the reader's.
