@@ -579,10 +579,10 @@ pub(crate) fn store_stream(
                 let (batch, ids) =
                     hashed.map_err(|e| Error::Invalid(format!("reading input: {e}")))?;
                 compressing.push_back(classify(batch, ids, blobs, level)?);
-                if compressing.len() > COMPRESS_AHEAD {
-                    if let Some(oldest) = compressing.pop_front() {
-                        store(oldest, blobs)?;
-                    }
+                if compressing.len() > COMPRESS_AHEAD
+                    && let Some(oldest) = compressing.pop_front()
+                {
+                    store(oldest, blobs)?;
                 }
             }
             while let Some(oldest) = compressing.pop_front() {
