@@ -44,6 +44,9 @@ struct Args {
     limit_sample: u64,
     cairn: Option<PathBuf>,
     calibrate: bool,
+    /// Runs of each throughput measurement (ingest new, ingest stored, restore, check); the
+    /// fastest counts, as the machine limits are the best of two measurements.
+    repeat: u32,
 }
 
 fn parse_size(s: &str) -> Result<u64> {
@@ -80,6 +83,7 @@ fn parse_args() -> Result<Args> {
         limit_sample: GIB,
         cairn: None,
         calibrate: false,
+        repeat: 2,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -110,6 +114,7 @@ fn parse_args() -> Result<Args> {
             "--limit-sample" => a.limit_sample = parse_size(&value()?)?,
             "--cairn" => a.cairn = Some(PathBuf::from(value()?)),
             "--calibrate" => a.calibrate = true,
+            "--repeat" => a.repeat = value()?.parse::<u32>().context("--repeat")?.max(1),
             other if other.starts_with("--") => bail!("unknown option {other}"),
             _ => {} // a benchmark name filter from `cargo bench macro`; nothing to filter
         }
@@ -399,7 +404,7 @@ fn median_ms(runs: &[Run]) -> f64 {
 // ---------------------------------------------------------------------------------------------
 // Machine limits
 
-#[derive(Debug, Default, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
 struct Limits {
     sample_bytes: u64,
     fastcdc_1t_mbps: f64,
@@ -475,6 +480,66 @@ fn read_sample(path: &Path, max: u64) -> Result<Vec<u8>> {
     Ok(v)
 }
 
+fn print_limits(l: &Limits) {
+    println!(
+        "  FastCDC (cairn chunker), 1 core     {:8.1} MB/s",
+        l.fastcdc_1t_mbps
+    );
+    println!(
+        "  BLAKE3 per chunk, 1 core            {:8.1} MB/s",
+        l.blake3_1t_mbps
+    );
+    println!(
+        "  zstd-3 64 KiB slices, 1 thread      {:8.1} MB/s",
+        l.zstd3_1t_mbps
+    );
+    println!(
+        "  zstd-3 64 KiB slices, 2 threads     {:8.1} MB/s",
+        l.zstd3_2t_mbps
+    );
+    println!(
+        "  zstd decompress, 1 thread           {:8.1} MB/s  (compressed slices alone: {:.1} MB/s)",
+        l.zstd_decompress_1t_mbps, l.zstd_decompress_1t_compressed_only_mbps
+    );
+    println!(
+        "  per CPU-second: FastCDC {:.0}, BLAKE3 {:.0}, zstd-3 {:.0}, zstd decompress {:.0} MB",
+        l.fastcdc_cpu_mbps, l.blake3_cpu_mbps, l.zstd3_cpu_mbps, l.zstd_decompress_cpu_mbps
+    );
+    println!(
+        "  zstd-3 ratio {:.2}, incompressible {:.0}%, {} chunks of {:.0} KiB on average",
+        l.zstd3_ratio,
+        l.incompressible_fraction * 100.0,
+        l.chunks,
+        l.mean_chunk_bytes / 1024.0
+    );
+}
+
+impl Limits {
+    /// The faster of two measurements, figure by figure: the targets are set by what the
+    /// machine can do at its best, not by a slow moment of a shared host.
+    fn best_of(&self, other: &Limits) -> Limits {
+        Limits {
+            fastcdc_1t_mbps: self.fastcdc_1t_mbps.max(other.fastcdc_1t_mbps),
+            blake3_1t_mbps: self.blake3_1t_mbps.max(other.blake3_1t_mbps),
+            zstd3_1t_mbps: self.zstd3_1t_mbps.max(other.zstd3_1t_mbps),
+            zstd3_2t_mbps: self.zstd3_2t_mbps.max(other.zstd3_2t_mbps),
+            zstd_decompress_1t_mbps: self
+                .zstd_decompress_1t_mbps
+                .max(other.zstd_decompress_1t_mbps),
+            zstd_decompress_1t_compressed_only_mbps: self
+                .zstd_decompress_1t_compressed_only_mbps
+                .max(other.zstd_decompress_1t_compressed_only_mbps),
+            fastcdc_cpu_mbps: self.fastcdc_cpu_mbps.max(other.fastcdc_cpu_mbps),
+            blake3_cpu_mbps: self.blake3_cpu_mbps.max(other.blake3_cpu_mbps),
+            zstd3_cpu_mbps: self.zstd3_cpu_mbps.max(other.zstd3_cpu_mbps),
+            zstd_decompress_cpu_mbps: self
+                .zstd_decompress_cpu_mbps
+                .max(other.zstd_decompress_cpu_mbps),
+            ..*self
+        }
+    }
+}
+
 fn measure_limits(path: &Path, max: u64) -> Result<Limits> {
     let sample = read_sample(path, max)?;
     let total = sample.len() as u64;
@@ -503,27 +568,33 @@ fn measure_limits(path: &Path, max: u64) -> Result<Limits> {
     drop(ends);
 
     let slices: Vec<&[u8]> = sample.chunks(LIMIT_SLICE).collect();
+    // Each output is dropped at once, here as with two threads: keeping 1 GiB of outputs made
+    // the one-thread figure pay for first-touching fresh memory (~30% slower in this VM, and
+    // then less than half the two-thread figure).
     let t = Stopwatch::start();
-    let compressed: Vec<Option<Vec<u8>>> = slices
-        .iter()
-        .map(|s| cairn::compress::compress(s, ZSTD_LEVEL))
-        .collect::<std::io::Result<_>>()?;
+    let (mut stored, mut raw_bytes) = (0u64, 0u64);
+    for slice in &slices {
+        match cairn::compress::compress(slice, ZSTD_LEVEL)? {
+            Some(c) => stored += c.len() as u64,
+            None => {
+                stored += slice.len() as u64;
+                raw_bytes += slice.len() as u64;
+            }
+        }
+    }
     (l.zstd3_1t_mbps, l.zstd3_cpu_mbps) = t.rates(total);
-    let stored: u64 = compressed
-        .iter()
-        .zip(&slices)
-        .map(|(c, s)| c.as_ref().map_or(s.len(), Vec::len) as u64)
-        .sum();
     l.zstd3_ratio = total as f64 / stored as f64;
-    let raw_bytes: u64 = compressed
-        .iter()
-        .zip(&slices)
-        .filter(|(c, _)| c.is_none())
-        .map(|(_, s)| s.len() as u64)
-        .sum();
     l.incompressible_fraction = raw_bytes as f64 / total as f64;
 
     l.zstd3_2t_mbps = mbps(total, zstd_two_threads(&slices)?);
+    // The input of the decompression measurement, untimed.
+    let compressed: Vec<Option<Vec<u8>>> = {
+        use rayon::prelude::*;
+        slices
+            .par_iter()
+            .map(|s| cairn::compress::compress(s, ZSTD_LEVEL))
+            .collect::<std::io::Result<_>>()?
+    };
     let (mix, mix_cpu, compressed_only) = decompress_limits(&slices, &compressed)?;
     l.zstd_decompress_1t_mbps = mix;
     l.zstd_decompress_cpu_mbps = mix_cpu;
@@ -820,6 +891,21 @@ fn repeat<F: FnMut() -> Result<Run>>(n: u32, mut f: F) -> Result<Vec<Run>> {
     (0..n).map(|_| f()).collect()
 }
 
+/// The run with the shortest wall time (throughput figures are the best of `--repeat` runs).
+fn fastest(runs: Vec<Run>) -> Result<Run> {
+    runs.into_iter().min_by_key(|r| r.wall).context("no runs")
+}
+
+/// Prints every run of a repeated measurement, the first under `what`.
+fn print_runs(what: &str, bytes: Option<u64>, runs: &[Run]) {
+    for (k, r) in runs.iter().enumerate() {
+        match k {
+            0 => print_run(what, bytes, r),
+            _ => print_run(&format!("  (run {})", k + 1), bytes, r),
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Report
 
@@ -959,43 +1045,10 @@ fn real_main() -> Result<()> {
         human(args.limit_sample.min(gen1_bytes))
     );
     let t = Instant::now();
-    let limits = measure_limits(&gen1, args.limit_sample)?;
-    report.insert("limits_s".into(), json!(t.elapsed().as_secs_f64()));
-    println!(
-        "  FastCDC (cairn chunker), 1 core     {:8.1} MB/s",
-        limits.fastcdc_1t_mbps
-    );
-    println!(
-        "  BLAKE3 per chunk, 1 core            {:8.1} MB/s",
-        limits.blake3_1t_mbps
-    );
-    println!(
-        "  zstd-3 64 KiB slices, 1 thread      {:8.1} MB/s",
-        limits.zstd3_1t_mbps
-    );
-    println!(
-        "  zstd-3 64 KiB slices, 2 threads     {:8.1} MB/s",
-        limits.zstd3_2t_mbps
-    );
-    println!(
-        "  zstd decompress, 1 thread           {:8.1} MB/s  (compressed slices alone: {:.1} MB/s)",
-        limits.zstd_decompress_1t_mbps, limits.zstd_decompress_1t_compressed_only_mbps
-    );
-    println!(
-        "  per CPU-second: FastCDC {:.0}, BLAKE3 {:.0}, zstd-3 {:.0}, zstd decompress {:.0} MB",
-        limits.fastcdc_cpu_mbps,
-        limits.blake3_cpu_mbps,
-        limits.zstd3_cpu_mbps,
-        limits.zstd_decompress_cpu_mbps
-    );
-    println!(
-        "  zstd-3 ratio {:.2}, incompressible {:.0}%, {} chunks of {:.0} KiB on average",
-        limits.zstd3_ratio,
-        limits.incompressible_fraction * 100.0,
-        limits.chunks,
-        limits.mean_chunk_bytes / 1024.0
-    );
-    report.insert("limits".into(), serde_json::to_value(&limits)?);
+    let limits_before = measure_limits(&gen1, args.limit_sample)?;
+    let mut limits_s = t.elapsed().as_secs_f64();
+    print_limits(&limits_before);
+    report.insert("limits_before".into(), serde_json::to_value(limits_before)?);
 
     // cairn: ingest, re-ingest, generations, restore.
     let cairn = Cairn {
@@ -1027,13 +1080,33 @@ fn real_main() -> Result<()> {
     cairn.init()?;
     println!("\ncairn runs (wall-clock; cpu/wall = (user+sys)/wall, at most 2.0 on 2 cores):");
     let (first, first_json) = cairn.snapshot_tar(&gen1)?;
-    print_run("snapshot gen 1 (new data)", Some(gen1_bytes), &first);
-    let (again, again_json) = cairn.snapshot_tar(&gen1)?;
-    print_run(
+    let mut new_runs = vec![first];
+    // Further runs of ingesting new data each go into a repository of their own.
+    for k in 2..=args.repeat {
+        let scratch = Cairn {
+            bin: bin.clone(),
+            repo: w.join(format!("scratch-repo-{k}")),
+            log: cairn.log.clone(),
+        };
+        scratch.init()?;
+        new_runs.push(scratch.snapshot_tar(&gen1)?.0);
+        fs::remove_dir_all(&scratch.repo)?;
+    }
+    print_runs("snapshot gen 1 (new data)", Some(gen1_bytes), &new_runs);
+    let first = fastest(new_runs)?;
+    let mut stored_runs = Vec::new();
+    let mut again_json = Value::Null;
+    for _ in 0..args.repeat {
+        let (run, js) = cairn.snapshot_tar(&gen1)?;
+        stored_runs.push(run);
+        again_json = js;
+    }
+    print_runs(
         "snapshot gen 1 again (stored data)",
         Some(gen1_bytes),
-        &again,
+        &stored_runs,
     );
+    let again = fastest(stored_runs)?;
 
     let mut generations = vec![json!({
         "generation": 1,
@@ -1100,20 +1173,22 @@ fn real_main() -> Result<()> {
         latest = path;
         latest_bytes = change.archive_bytes;
     }
-    let restore = cairn.restore_latest_to_null()?;
-    print_run(
+    let restore_runs = repeat(args.repeat, || cairn.restore_latest_to_null())?;
+    print_runs(
         &format!("restore latest (gen {})", args.generations),
         Some(latest_bytes),
-        &restore,
+        &restore_runs,
     );
+    let restore = fastest(restore_runs)?;
     runs.push(("restore latest", restore.clone()));
     let checked_bytes = cairn.unique_bytes()?;
-    let check = cairn.check_read_data()?;
-    print_run(
+    let check_runs = repeat(args.repeat, || cairn.check_read_data())?;
+    print_runs(
         "repo check --read-data (unique data)",
         Some(checked_bytes),
-        &check,
+        &check_runs,
     );
+    let check = fastest(check_runs)?;
     runs.push(("repo check --read-data", check.clone()));
     // Browsing a multi-GB stream must not read it: ls and diff walk the member index, stats
     // --by-source marks tree nodes only.
@@ -1168,6 +1243,24 @@ fn real_main() -> Result<()> {
     for r in list_runs.iter().chain(&tiny_runs) {
         runs.push(("start-up", r.clone()));
     }
+
+    // The limits again, after cairn's runs, on the newest generation (generation 1 may be
+    // gone; the two share ~97% of their bytes). Targets use the better of the two, figure by
+    // figure, as cairn's throughput figures are its best of `--repeat` runs.
+    println!("\nmachine limits again, after cairn's runs (newest generation):");
+    let t = Instant::now();
+    let limits_after = measure_limits(&latest, args.limit_sample)?;
+    limits_s += t.elapsed().as_secs_f64();
+    print_limits(&limits_after);
+    let limits = limits_before.best_of(&limits_after);
+    report.insert("limits_after".into(), serde_json::to_value(limits_after)?);
+    report.insert("limits".into(), serde_json::to_value(limits)?);
+    report.insert("limits_s".into(), json!(limits_s));
+    println!(
+        "  targets use the better of the two: FastCDC {:.0}, zstd-3 2 threads {:.0}, \
+         zstd decompress {:.0} MB/s",
+        limits.fastcdc_1t_mbps, limits.zstd3_2t_mbps, limits.zstd_decompress_1t_mbps
+    );
 
     // Targets.
     let peak_rss_mib = runs.iter().map(|(_, r)| r.max_rss_kib).max().unwrap_or(0) as f64 / 1024.0;

@@ -28,6 +28,25 @@ pub fn compress(data: &[u8], level: i32) -> std::io::Result<Option<Vec<u8>>> {
     })
 }
 
+/// Compresses `data` into `out`; returns the compressed length, or `None` when the result
+/// would not be smaller than `data` (store raw) or does not fit in `out`.
+pub fn compress_into(data: &[u8], level: i32, out: &mut [u8]) -> std::io::Result<Option<usize>> {
+    COMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.as_ref().map(|(l, _)| *l) != Some(level) {
+            *slot = Some((level, zstd::bulk::Compressor::new(level)?));
+        }
+        let Some((_, c)) = slot.as_mut() else {
+            return Ok(None);
+        };
+        let room = out.len().min(data.len());
+        match c.compress_to_buffer(data, &mut out[..room]) {
+            Ok(n) if n < data.len() => Ok(Some(n)),
+            Ok(_) | Err(_) => Ok(None),
+        }
+    })
+}
+
 pub fn decompress_into(src: &[u8], dst: &mut [u8]) -> std::io::Result<usize> {
     DECOMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
@@ -60,5 +79,20 @@ mod tests {
         let mut r = random;
         r.fill(&mut rnd);
         assert!(compress(&rnd, 3).unwrap().is_none());
+
+        let mut out = vec![0u8; text.len()];
+        let n = compress_into(&text, 3, &mut out).unwrap().expect("fits");
+        assert_eq!(&out[..n], &c[..], "same bytes as compress");
+        assert!(
+            compress_into(&rnd, 3, &mut vec![0u8; rnd.len()])
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            compress_into(&text, 3, &mut out[..n - 1])
+                .unwrap()
+                .is_none(),
+            "too small a buffer means raw, not an error"
+        );
     }
 }
