@@ -6,12 +6,12 @@
 //! `quarantine/snapshots/`. The index is rebuilt from what remains, and every snapshot that can
 //! no longer be restored in full is moved aside too, so that what `snapshots` lists restores.
 
-use crate::check::scan_pack;
 use crate::error::{Error, Result};
 use crate::format::BlobKind;
 use crate::id::Id;
 use crate::lock::{LockKind, RepoLock};
 use crate::pack::{PackWriter, unpack_one};
+use crate::pack_scan::scan_pack;
 use crate::progress::Progress;
 use crate::repo::Repo;
 use std::collections::HashSet;
@@ -68,7 +68,7 @@ pub fn repair(
     let mut salvaged: HashSet<Id> = HashSet::new();
     for (id, len) in &packs {
         progress.advance(*len);
-        let scan = scan_pack(&layout, id)?;
+        let scan = scan_pack(&layout, id, &crate::progress::Silent)?;
         let intact = scan.hash_ok && scan.entries.is_ok() && scan.bad_blobs.is_empty();
         if intact {
             continue;
