@@ -1,4 +1,4 @@
-//! Reading whole packs to verify them (`repo check --read-data`, `repo repair`).
+//! Reading every byte of a pack to verify it (`repo check --read-data`, `repo repair`).
 //!
 //! A pack is cut into segments (see `segment_hash`) that the rayon pool verifies in parallel,
 //! each read with one `pread` into a buffer its thread reuses: the segment's bytes are hashed

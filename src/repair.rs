@@ -1,9 +1,9 @@
 //! Making a damaged repository consistent again without losing anything intact.
 //!
-//! Under an exclusive lock: every pack is read whole and verified. From a damaged pack, the
-//! blobs that still verify are copied into new, durable packs; then the damaged pack is moved to
-//! `quarantine/packs/` (never deleted). Manifests that do not verify are moved to
-//! `quarantine/snapshots/`. The index is rebuilt from what remains, and every snapshot that can
+//! Under an exclusive lock: every pack is read in full (see `pack_scan`) and verified. From a
+//! damaged pack, the blobs that still verify are copied into new, durable packs; then the damaged
+//! pack is moved to `quarantine/packs/` (never deleted). Manifests that do not verify are moved
+//! to `quarantine/snapshots/`. The index is rebuilt from what remains, and every snapshot that can
 //! no longer be restored in full is moved aside too, so that what `snapshots` lists restores.
 
 use crate::error::{Error, Result};
