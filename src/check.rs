@@ -3,14 +3,15 @@
 //! Structure: manifests parse and match their ids; every indexed pack exists with its indexed
 //! size and a table that agrees with the index rows; every blob reachable from a snapshot is
 //! indexed and every reachable tree node decodes; each stream's tree covers its length.
-//! Data (`--read-data`, or a subset): every selected pack is read whole, its BLAKE3 compared with
-//! its name, and every blob decompressed and re-hashed.
+//! Data (`--read-data`, or a subset): every byte of every selected pack is read, the pack's
+//! BLAKE3 compared with its name, and every blob decompressed and re-hashed (see `pack_scan`).
 //! The report names every damaged pack and every snapshot that can no longer be restored in full.
 
 use crate::error::{Error, Result};
 use crate::format::pack::PackEntry;
 use crate::id::Id;
 use crate::lock::LockKind;
+use crate::pack_scan::{PackScan, scan_pack};
 use crate::progress::Progress;
 use crate::repo::Repo;
 use rayon::prelude::*;
@@ -83,61 +84,82 @@ pub struct CheckReport {
     pub bytes_read: u64,
 }
 
-/// What a full read of one pack found.
-pub(crate) struct PackScan {
-    pub id: Id,
-    pub hash_ok: bool,
-    pub entries: std::result::Result<Vec<PackEntry>, String>,
-    /// Blobs whose bytes are damaged, with the reason.
-    pub bad_blobs: Vec<(Id, String)>,
-    pub bytes: u64,
+/// What check has found so far.
+#[derive(Default)]
+struct Findings {
+    report: CheckReport,
+    /// Blob ids that cannot be read; snapshots reaching any of them are damaged.
+    bad_ids: HashSet<Id>,
+    damaged_snaps: BTreeSet<Id>,
+    damaged_packs: BTreeSet<Id>,
 }
 
-/// Reads a pack whole and verifies everything in it.
-pub(crate) fn scan_pack(layout: &crate::store::Layout, id: &Id) -> Result<PackScan> {
-    let path = layout.pack(id);
-    let bytes = fs::read(&path).map_err(|e| Error::io(&path, e))?;
-    let hash_ok = Id::of(&bytes) == *id;
-    let len = bytes.len() as u64;
-    let file = fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
-    let entries = crate::pack::read_table(&file, len, id).map_err(|e| e.to_string());
-    let mut bad_blobs = Vec::new();
-    if let Ok(entries) = &entries {
-        crate::pack::for_each_blob(&bytes, entries, id, |e, blob| {
-            if let Err(err) = blob {
-                bad_blobs.push((e.id, err.to_string()));
-            }
-            Ok(())
-        })?;
-    }
-    Ok(PackScan {
-        id: *id,
-        hash_ok,
-        entries,
-        bad_blobs,
-        bytes: len,
-    })
+/// The packs, with their sizes: on disk, and as the index has them.
+struct Packs {
+    disk_packs: HashMap<Id, u64>,
+    indexed: Vec<(Id, u64)>,
+}
+
+/// What the structural phase learnt that the later phases need.
+struct Inventory {
+    packs: Packs,
+    snapshots: Vec<(Id, crate::format::manifest::Manifest)>,
 }
 
 pub fn check(repo: &Repo, read_data: ReadData, progress: &dyn Progress) -> Result<CheckReport> {
     let _lock = repo.lock(LockKind::Shared, "check")?;
-    let mut r = CheckReport::default();
-    // Blob ids that cannot be read; snapshots reaching any of them are damaged.
-    let mut bad_ids: HashSet<Id> = HashSet::new();
-    let mut damaged_snaps: BTreeSet<Id> = BTreeSet::new();
-    let mut damaged_packs: BTreeSet<Id> = BTreeSet::new();
+    let mut f = Findings::default();
+    // One read transaction for the whole walk: SQLite then takes its locks once, and the
+    // live-set inserts share one transaction of the temp database instead of one each.
+    let inventory = repo
+        .index
+        .in_read_transaction(|| check_structure(repo, &mut f, progress))?;
+    if read_data != ReadData::None {
+        check_data(repo, read_data, &inventory.packs, &mut f, progress)?;
+    }
+    progress.finish();
 
-    // Manifests.
+    if !f.bad_ids.is_empty() {
+        repo.index.in_read_transaction(|| {
+            for (sid, m) in &inventory.snapshots {
+                if reaches_any(repo, m, &f.bad_ids)? {
+                    f.damaged_snaps.insert(*sid);
+                }
+            }
+            Ok(())
+        })?;
+    }
+    let mut r = f.report;
+    r.damaged_snapshots = f.damaged_snaps.into_iter().collect();
+    r.damaged_packs = f.damaged_packs.into_iter().collect();
+    r.ok = r.errors.is_empty();
+    Ok(r)
+}
+
+/// Manifests, packs against the index, and everything snapshots reach.
+fn check_structure(repo: &Repo, f: &mut Findings, progress: &dyn Progress) -> Result<Inventory> {
+    check_manifests(repo, f)?;
+    let packs = check_packs(repo, f, progress)?;
+    let snapshots = repo.snapshots()?;
+    check_reachability(repo, &snapshots, f, progress)?;
+    Ok(Inventory { packs, snapshots })
+}
+
+fn check_manifests(repo: &Repo, f: &mut Findings) -> Result<()> {
     let on_disk = repo.layout.list_snapshots()?;
-    r.snapshots = on_disk.len() as u64;
+    f.report.snapshots = on_disk.len() as u64;
     for id in &on_disk {
         if let Err(e) = repo.read_manifest(id) {
-            r.errors.push(format!("snapshot {id}: {e}"));
-            damaged_snaps.insert(*id);
+            f.report.errors.push(format!("snapshot {id}: {e}"));
+            f.damaged_snaps.insert(*id);
         }
     }
+    Ok(())
+}
 
-    // Packs against the index.
+/// Every indexed pack exists with its indexed size and a table that agrees with the index.
+fn check_packs(repo: &Repo, f: &mut Findings, progress: &dyn Progress) -> Result<Packs> {
+    let r = &mut f.report;
     let disk_packs: HashMap<Id, u64> = repo.layout.list_packs()?.into_iter().collect();
     let indexed = repo.index.packs()?;
     r.packs = disk_packs.len() as u64;
@@ -158,24 +180,24 @@ pub fn check(repo: &Repo, read_data: ReadData, progress: &dyn Progress) -> Resul
                 "pack {id} is missing ({} indexed blobs lost)",
                 rows.len()
             ));
-            damaged_packs.insert(*id);
-            bad_ids.extend(rows.iter().map(|e| e.id));
+            f.damaged_packs.insert(*id);
+            f.bad_ids.extend(rows.iter().map(|e| e.id));
             continue;
         };
         if actual != *size {
             r.errors.push(format!(
                 "pack {id} is {actual} bytes, the index says {size}"
             ));
-            damaged_packs.insert(*id);
+            f.damaged_packs.insert(*id);
         }
         let path = repo.layout.pack(id);
         let table = fs::File::open(&path)
             .map_err(|e| Error::io(&path, e))
-            .and_then(|f| crate::pack::read_table(&f, actual, id));
+            .and_then(|file| crate::pack::read_table(&file, actual, id));
         match table {
             Err(e) => {
                 r.errors.push(format!("pack {id}: table unreadable: {e}"));
-                damaged_packs.insert(*id);
+                f.damaged_packs.insert(*id);
             }
             Ok(entries) => {
                 let by_id: HashMap<Id, &PackEntry> = entries.iter().map(|e| (e.id, e)).collect();
@@ -185,111 +207,137 @@ pub fn check(repo: &Repo, read_data: ReadData, progress: &dyn Progress) -> Resul
                             "index row for blob {} does not match pack {id}'s table (stale index: run `cairn repo rebuild-index`)",
                             row.id
                         ));
-                        bad_ids.insert(row.id);
+                        f.bad_ids.insert(row.id);
                     }
                 }
             }
         }
     }
+    Ok(Packs {
+        disk_packs,
+        indexed,
+    })
+}
 
-    // Reachability.
+/// Each stream's tree covers its length; every reachable tree node decodes and every reachable
+/// blob is indexed.
+fn check_reachability(
+    repo: &Repo,
+    snapshots: &[(Id, crate::format::manifest::Manifest)],
+    f: &mut Findings,
+    progress: &dyn Progress,
+) -> Result<()> {
     crate::mark::reset(repo)?;
-    let snapshots = repo.snapshots()?;
     let mut stats = crate::mark::MarkStats::default();
     progress.start("check: snapshots", Some(snapshots.len() as u64));
-    for (sid, m) in &snapshots {
+    for (sid, m) in snapshots {
         progress.advance(1);
         for s in &m.streams {
             match crate::tree::NodeSource::read_node(repo, &s.root) {
                 Ok(node) if node.total_len() != s.length => {
-                    r.errors.push(format!(
+                    f.report.errors.push(format!(
                         "snapshot {sid} stream {:?}: tree covers {} bytes, manifest says {}",
                         s.name,
                         node.total_len(),
                         s.length
                     ));
-                    damaged_snaps.insert(*sid);
+                    f.damaged_snaps.insert(*sid);
                 }
                 _ => {}
             }
         }
         for root in crate::mark::roots(m) {
             crate::mark::mark_tree(repo, root, &mut stats, &mut |node, e| {
-                r.errors.push(format!("tree node {node}: {e}"));
-                bad_ids.insert(node);
+                f.report.errors.push(format!("tree node {node}: {e}"));
+                f.bad_ids.insert(node);
                 Ok(())
             })?;
         }
     }
     for id in crate::mark::unindexed_live(repo, usize::MAX)? {
-        r.errors
+        f.report
+            .errors
             .push(format!("blob {id} is referenced but not indexed"));
-        bad_ids.insert(id);
+        f.bad_ids.insert(id);
     }
+    Ok(())
+}
 
-    // Data.
-    if read_data != ReadData::None {
-        let salt = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
-        let selected: Vec<Id> = indexed
-            .iter()
-            .map(|(id, _)| *id)
-            .filter(|id| disk_packs.contains_key(id) && read_data.selects(id, salt))
-            .collect();
-        let total: u64 = selected.iter().filter_map(|id| disk_packs.get(id)).sum();
-        progress.start("check: reading data", Some(total));
-        let layout = &repo.layout;
-        let scans: Vec<Result<PackScan>> = selected
-            .par_iter()
-            .map(|id| {
-                let s = scan_pack(layout, id);
-                if let Ok(s) = &s {
-                    progress.advance(s.bytes);
-                }
-                s
-            })
-            .collect();
-        for scan in scans {
-            let s = scan?;
-            r.packs_read += 1;
-            r.bytes_read += s.bytes;
-            if let Ok(entries) = &s.entries {
-                r.blobs_read += entries.len() as u64;
+/// What reading one pack found, without its table (which only counts).
+struct PackVerdict {
+    id: Id,
+    hash_ok: bool,
+    blobs: u64,
+    bad_blobs: Vec<(Id, String)>,
+    bytes: u64,
+}
+
+impl From<PackScan> for PackVerdict {
+    fn from(s: PackScan) -> PackVerdict {
+        PackVerdict {
+            id: s.id,
+            hash_ok: s.hash_ok,
+            blobs: s.entries.map_or(0, |e| e.len() as u64),
+            bad_blobs: s.bad_blobs,
+            bytes: s.bytes,
+        }
+    }
+}
+
+/// Reads the selected packs: every byte against the pack's name, every blob against its id.
+fn check_data(
+    repo: &Repo,
+    read_data: ReadData,
+    packs: &Packs,
+    f: &mut Findings,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let salt = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let selected: Vec<Id> = packs
+        .indexed
+        .iter()
+        .map(|(id, _)| *id)
+        .filter(|id| packs.disk_packs.contains_key(id) && read_data.selects(id, salt))
+        .collect();
+    let total: u64 = selected
+        .iter()
+        .filter_map(|id| packs.disk_packs.get(id))
+        .sum();
+    progress.start("check: reading data", Some(total));
+    let layout = &repo.layout;
+    // Packs in parallel, and each pack's segments in parallel too (see `pack_scan`), so the
+    // pool stays busy to the last pack.
+    let verdicts: Vec<Result<PackVerdict>> = selected
+        .par_iter()
+        .map(|id| scan_pack(layout, id, progress).map(PackVerdict::from))
+        .collect();
+    let r = &mut f.report;
+    for verdict in verdicts {
+        let v = verdict?;
+        r.packs_read += 1;
+        r.bytes_read += v.bytes;
+        r.blobs_read += v.blobs;
+        for (_, why) in &v.bad_blobs {
+            r.errors.push(format!("pack {}: {why}", v.id));
+        }
+        if !v.bad_blobs.is_empty() || !v.hash_ok {
+            if v.bad_blobs.is_empty() {
+                r.errors
+                    .push(format!("pack {}: contents do not match its name", v.id));
             }
-            for (blob, why) in &s.bad_blobs {
-                r.errors.push(format!("pack {}: {why}", s.id));
-                let _ = blob;
-            }
-            if !s.bad_blobs.is_empty() || !s.hash_ok {
-                if s.bad_blobs.is_empty() {
-                    r.errors
-                        .push(format!("pack {}: contents do not match its name", s.id));
-                }
-                damaged_packs.insert(s.id);
-            }
-            // A blob is lost only if the index points at the damaged copy.
-            for (blob, _) in s.bad_blobs {
-                if repo.index.locate(&blob)?.is_some_and(|l| l.pack == s.id) {
-                    bad_ids.insert(blob);
-                }
+            f.damaged_packs.insert(v.id);
+        }
+        // A blob is lost only if the index points at the damaged copy.
+        for (blob, _) in v.bad_blobs {
+            if repo.index.locate(&blob)?.is_some_and(|l| l.pack == v.id) {
+                f.bad_ids.insert(blob);
             }
         }
     }
-    progress.finish();
-
-    if !bad_ids.is_empty() {
-        for (sid, m) in &snapshots {
-            if reaches_any(repo, m, &bad_ids)? {
-                damaged_snaps.insert(*sid);
-            }
-        }
-    }
-    r.damaged_snapshots = damaged_snaps.into_iter().collect();
-    r.damaged_packs = damaged_packs.into_iter().collect();
-    r.ok = r.errors.is_empty();
-    Ok(r)
+    Ok(())
 }
 
 /// Index rows of one pack, as table entries.

@@ -256,6 +256,20 @@ pub fn unpack_one(
 
 /// Decompresses a shared frame; `id` names a blob in it for the error message.
 pub fn unpack_frame(stored: &[u8], frame_raw_len: u32, id: &Id, pack: &Id) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    unpack_frame_into(stored, frame_raw_len, id, pack, &mut out)?;
+    Ok(out)
+}
+
+/// `unpack_frame` into a buffer that is reused from frame to frame: its length only ever grows
+/// (so it is zeroed once, not per frame); the frame is `out[..frame_raw_len]`.
+fn unpack_frame_into(
+    stored: &[u8],
+    frame_raw_len: u32,
+    id: &Id,
+    pack: &Id,
+    out: &mut Vec<u8>,
+) -> Result<()> {
     if frame_raw_len > fmt::MAX_FRAME_RAW {
         return Err(Error::DamagedBlob {
             blob: *id,
@@ -263,8 +277,8 @@ pub fn unpack_frame(stored: &[u8], frame_raw_len: u32, id: &Id, pack: &Id) -> Re
             detail: format!("frame claims {frame_raw_len} bytes"),
         });
     }
-    let mut out = vec![0u8; frame_raw_len as usize];
-    let n = crate::compress::decompress_into(stored, &mut out).map_err(|e| Error::DamagedBlob {
+    let out = grown_to(out, frame_raw_len as usize);
+    let n = crate::compress::decompress_into(stored, out).map_err(|e| Error::DamagedBlob {
         blob: *id,
         pack: *pack,
         detail: format!("cannot decompress its frame: {e}"),
@@ -276,7 +290,15 @@ pub fn unpack_frame(stored: &[u8], frame_raw_len: u32, id: &Id, pack: &Id) -> Re
             detail: format!("frame decompressed to {n} bytes, expected {frame_raw_len}"),
         });
     }
-    Ok(out)
+    Ok(())
+}
+
+/// The first `len` bytes of `buf`, growing it (never shrinking) when it is shorter.
+pub(crate) fn grown_to(buf: &mut Vec<u8>, len: usize) -> &mut [u8] {
+    if buf.len() < len {
+        buf.resize(len, 0);
+    }
+    &mut buf[..len]
 }
 
 /// A blob's bytes within its decompressed frame, checked against its id.
@@ -346,20 +368,51 @@ pub fn unpack_blob(
     Ok(())
 }
 
+/// Buffers reused from blob to blob while unpacking many: after the first few blobs, unpacking
+/// allocates nothing.
+#[derive(Default)]
+pub struct UnpackScratch {
+    frame: Vec<u8>,
+    blob: Vec<u8>,
+}
+
 /// Unpacks every blob of a pack held in `bytes` (the whole file), decompressing each shared
 /// frame once, and hands each entry with its verified bytes, or the damage found, to `visit`.
 pub fn for_each_blob(
     bytes: &[u8],
     entries: &[PackEntry],
     pack: &Id,
+    visit: impl FnMut(&PackEntry, Result<&[u8]>) -> Result<()>,
+) -> Result<()> {
+    for_each_blob_at(
+        bytes,
+        0,
+        entries,
+        pack,
+        &mut UnpackScratch::default(),
+        visit,
+    )
+}
+
+/// `for_each_blob` over part of a pack: `bytes` holds the file from offset `base` on and must
+/// reach the end of every entry's stored bytes (an entry it does not reach is reported as lying
+/// outside the pack). Entries of one shared frame must be adjacent, as in a pack's table.
+pub fn for_each_blob_at(
+    bytes: &[u8],
+    base: u64,
+    entries: &[PackEntry],
+    pack: &Id,
+    scratch: &mut UnpackScratch,
     mut visit: impl FnMut(&PackEntry, Result<&[u8]>) -> Result<()>,
 ) -> Result<()> {
-    // The decompressed frame last used, by its offset: a frame's entries are consecutive.
-    let mut frame_cache: Option<(u64, Result<Vec<u8>>)> = None;
+    // The frame in `scratch.frame`, by its offset: its length, or why it did not decompress.
+    let mut frame_state: Option<(u64, std::result::Result<usize, String>)> = None;
     for e in entries {
-        let stored = usize::try_from(e.offset)
-            .ok()
-            .and_then(|start| bytes.get(start..start.checked_add(e.stored_len as usize)?))
+        let stored = e
+            .offset
+            .checked_sub(base)
+            .and_then(|from| usize::try_from(from).ok())
+            .and_then(|from| bytes.get(from..from.checked_add(e.stored_len as usize)?))
             .ok_or_else(|| Error::DamagedBlob {
                 blob: e.id,
                 pack: *pack,
@@ -373,21 +426,24 @@ pub fn for_each_blob(
             }
         };
         match e.frame {
-            None => {
-                let mut out = vec![0u8; e.raw_len as usize];
-                let r = unpack_blob(stored, e.compression, e.raw_len, &e.id, pack, &mut out);
-                visit(e, r.map(|()| &out[..]))?;
-            }
+            None => visit(e, verified_blob(stored, e, pack, &mut scratch.blob))?,
             Some(f) => {
-                if frame_cache.as_ref().map(|(at, _)| *at) != Some(e.offset) {
-                    frame_cache = Some((e.offset, unpack_frame(stored, f.raw_len, &e.id, pack)));
+                if frame_state.as_ref().map(|(at, _)| *at) != Some(e.offset) {
+                    let unpacked =
+                        unpack_frame_into(stored, f.raw_len, &e.id, pack, &mut scratch.frame);
+                    let unpacked = unpacked.map(|()| f.raw_len as usize);
+                    frame_state = Some((e.offset, unpacked.map_err(|err| err.to_string())));
                 }
-                let result = match frame_cache.as_ref().map(|(_, r)| r) {
-                    Some(Ok(frame)) => frame_slice(frame, f, e.raw_len, &e.id, pack),
-                    Some(Err(err)) => Err(Error::DamagedBlob {
+                let result = match frame_state.as_ref().map(|(_, r)| r) {
+                    // Only the frame itself: the buffer may be longer from a bigger frame.
+                    Some(Ok(len)) => {
+                        let frame = scratch.frame.get(..*len).unwrap_or_default();
+                        frame_slice(frame, f, e.raw_len, &e.id, pack)
+                    }
+                    Some(Err(detail)) => Err(Error::DamagedBlob {
                         blob: e.id,
                         pack: *pack,
-                        detail: err.to_string(),
+                        detail: detail.clone(),
                     }),
                     None => Err(Error::Invalid("frame cache empty".into())),
                 };
@@ -396,6 +452,45 @@ pub fn for_each_blob(
         }
     }
     Ok(())
+}
+
+/// An unframed blob's bytes, checked against its entry: the stored bytes themselves when stored
+/// raw (no copy), otherwise decompressed into `scratch`. Same checks as `unpack_blob`.
+fn verified_blob<'b>(
+    stored: &'b [u8],
+    e: &PackEntry,
+    pack: &Id,
+    scratch: &'b mut Vec<u8>,
+) -> Result<&'b [u8]> {
+    let damaged = |detail: String| Error::DamagedBlob {
+        blob: e.id,
+        pack: *pack,
+        detail,
+    };
+    let bytes: &[u8] = match e.compression {
+        Compression::None => {
+            if stored.len() != e.raw_len as usize {
+                return Err(damaged("stored length mismatch".into()));
+            }
+            stored
+        }
+        Compression::Zstd => {
+            let out = grown_to(scratch, e.raw_len as usize);
+            let n = crate::compress::decompress_into(stored, out)
+                .map_err(|err| damaged(format!("cannot decompress: {err}")))?;
+            if n != out.len() {
+                return Err(damaged(format!(
+                    "decompressed to {n} bytes, expected {}",
+                    e.raw_len
+                )));
+            }
+            out
+        }
+    };
+    if Id::of(bytes) != e.id {
+        return Err(damaged("content does not match its id".into()));
+    }
+    Ok(bytes)
 }
 
 #[cfg(test)]

@@ -1,17 +1,17 @@
 //! Making a damaged repository consistent again without losing anything intact.
 //!
-//! Under an exclusive lock: every pack is read whole and verified. From a damaged pack, the
-//! blobs that still verify are copied into new, durable packs; then the damaged pack is moved to
-//! `quarantine/packs/` (never deleted). Manifests that do not verify are moved to
-//! `quarantine/snapshots/`. The index is rebuilt from what remains, and every snapshot that can
+//! Under an exclusive lock: every pack is read in full (see `pack_scan`) and verified. From a
+//! damaged pack, the blobs that still verify are copied into new, durable packs; then the damaged
+//! pack is moved to `quarantine/packs/` (never deleted). Manifests that do not verify are moved
+//! to `quarantine/snapshots/`. The index is rebuilt from what remains, and every snapshot that can
 //! no longer be restored in full is moved aside too, so that what `snapshots` lists restores.
 
-use crate::check::scan_pack;
 use crate::error::{Error, Result};
 use crate::format::BlobKind;
 use crate::id::Id;
 use crate::lock::{LockKind, RepoLock};
 use crate::pack::{PackWriter, unpack_one};
+use crate::pack_scan::scan_pack;
 use crate::progress::Progress;
 use crate::repo::Repo;
 use std::collections::HashSet;
@@ -68,7 +68,7 @@ pub fn repair(
     let mut salvaged: HashSet<Id> = HashSet::new();
     for (id, len) in &packs {
         progress.advance(*len);
-        let scan = scan_pack(&layout, id)?;
+        let scan = scan_pack(&layout, id, &crate::progress::Silent)?;
         let intact = scan.hash_ok && scan.entries.is_ok() && scan.bad_blobs.is_empty();
         if intact {
             continue;
