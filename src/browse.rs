@@ -10,7 +10,7 @@
 mod extract;
 mod glob;
 mod reader;
-mod sparse;
+pub(crate) mod sparse;
 
 pub use extract::{ExtractSummary, extract_filtered};
 pub use glob::{PathFilter, Pattern};
