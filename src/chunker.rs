@@ -12,6 +12,8 @@ use std::io::Read;
 
 #[derive(Clone, Copy, Debug)]
 pub struct Chunker {
+    /// See `ChunkerParams::member_group`.
+    member_group: usize,
     min: usize,
     avg: usize,
     max: usize,
@@ -29,6 +31,7 @@ impl Chunker {
         };
         let (mask_s, mask_l) = v2020::select_masks(p.avg_size as usize, level);
         Chunker {
+            member_group: p.member_group.unwrap_or(p.min_size) as usize,
             min: p.min_size as usize,
             avg: p.avg_size as usize,
             max: p.max_size as usize,
@@ -47,7 +50,7 @@ impl Chunker {
     /// regions. With `at_end` the whole of `data` is cut.
     ///
     /// `hints` are sorted by position (see `CutHint`). A chunk never runs past the first member
-    /// start at least `min_size` from its start: small members are grouped, and every member
+    /// start at least `member_group` from its start: small members are grouped, and every member
     /// larger than that starts a chunk of its own, so a changed file dirties only its own chunks
     /// (its group) instead of a chunk it shares with unrelated neighbours. An aligned region is
     /// cut at its start, at every `block` bytes after it and at its end, whatever the content.
@@ -92,7 +95,7 @@ impl Chunker {
                 aligned_chunks.push(true);
                 continue;
             }
-            let min_end = here + self.min as u64;
+            let min_end = here + self.member_group as u64;
             let limit = upcoming
                 .iter()
                 .find_map(|h| match *h {
@@ -406,6 +409,7 @@ mod tests {
             max_size: 4096,
             normalization: 1,
             page_align: true,
+            member_group: None,
         }
     }
 
@@ -551,6 +555,43 @@ mod tests {
                 prev = end;
             }
         }
+    }
+
+    #[test]
+    fn member_group_sets_how_small_members_are_grouped() {
+        let data = noise(64 << 10, 9);
+        let starts: Vec<u64> = (0..(64 << 10) / 600).map(|k| k * 600).collect();
+        let hints: Vec<CutHint> = starts.iter().map(|&s| CutHint::MemberStart(s)).collect();
+        let lengths = |member_group: Option<u32>| {
+            let chunker = Chunker::new(&ChunkerParams {
+                min_size: 2048,
+                avg_size: 8192,
+                max_size: 32768,
+                member_group,
+                ..params()
+            });
+            let (mut ends, mut aligned) = (Vec::new(), Vec::new());
+            chunker.cut(&data, 0, true, &hints, &mut ends, &mut aligned);
+            let mut prev = 0;
+            let mut out = Vec::new();
+            for end in ends {
+                out.push(end - prev);
+                prev = end;
+            }
+            out.pop(); // the tail ends where the data does
+            out
+        };
+        // Each chunk ends at the first member start at least `member_group` into it (shorter
+        // than the minimum chunk, so FastCDC cannot cut before it).
+        let grouped = lengths(Some(1024));
+        assert!(grouped.iter().all(|&l| l == 1200), "{grouped:?}");
+        // Absent (older repositories): `min_size`; FastCDC may cut between that and the start.
+        let old = lengths(None);
+        assert!(
+            old.iter().all(|&l| (2048..2048 + 600).contains(&l)),
+            "{old:?}"
+        );
+        assert!(old.iter().any(|&l| l == 2400), "{old:?}");
     }
 
     /// Boundaries with member starts and aligned regions, each reported the way the tar scanner

@@ -71,10 +71,12 @@ pub struct IngestStats {
     pub metadata_bytes: u64,
 }
 
-/// New page-aligned blocks no larger than this are compressed together with the new blocks after
-/// them in one shared frame: on their own, 4–16 KiB database pages lose much of their
-/// compression (figures in format-spec/measurements.md). Other chunks are compressed alone, as
-/// before, so reading one small file never decompresses its neighbours.
+/// New chunks that content-defined chunking did not make (page-aligned blocks; chunks shorter
+/// than the chunker's minimum: groups of small tar members, file and stream tails) no larger than
+/// this are compressed together with such chunks after them in one shared frame: on their own,
+/// 4–16 KiB chunks lose much of their compression (figures in format-spec/measurements.md).
+/// Content-defined chunks are compressed alone, so reading a large file never decompresses its
+/// neighbours.
 const FRAME_BLOB_MAX: usize = 16 << 10;
 /// A shared frame is closed once it holds this many raw bytes: as much context as one average
 /// content-defined chunk has, and a bound on what reading one small blob must decompress.
@@ -670,7 +672,8 @@ fn classify(
         Ok(())
     })?;
     let chunks: Vec<&[u8]> = batch.chunks().collect();
-    let units = Arc::new(frame_units(&new_idx, &chunks, &batch.aligned));
+    let min_chunk = blobs.repo.config.chunker.min_size as usize;
+    let units = Arc::new(frame_units(&new_idx, &chunks, &batch.aligned, min_chunk));
     drop(chunks);
     let batch = Arc::new(batch);
     if units.is_empty() {
@@ -824,15 +827,21 @@ fn store_batch(
 }
 
 /// Splits the new chunks (indices in stream order) into what is compressed as one unit: most
-/// chunks alone, small page-aligned blocks together with the ones after them until a frame holds
-/// `FRAME_TARGET` bytes.
-fn frame_units(new_idx: &[usize], chunks: &[&[u8]], aligned: &[bool]) -> Vec<Vec<usize>> {
+/// chunks alone, small page-aligned blocks and chunks shorter than `min_chunk` together with the
+/// ones after them until a frame holds `FRAME_TARGET` bytes.
+fn frame_units(
+    new_idx: &[usize],
+    chunks: &[&[u8]],
+    aligned: &[bool],
+    min_chunk: usize,
+) -> Vec<Vec<usize>> {
     let mut units = Vec::new();
     let mut frame: Vec<usize> = Vec::new();
     let mut frame_bytes = 0;
     for &i in new_idx {
         let len = chunks[i].len();
-        if len > FRAME_BLOB_MAX || !aligned.get(i).copied().unwrap_or(false) {
+        let aligned = aligned.get(i).copied().unwrap_or(false);
+        if len > FRAME_BLOB_MAX || !(aligned || len < min_chunk) {
             units.push(vec![i]);
             continue;
         }
@@ -871,6 +880,29 @@ mod tests {
 
     /// A block repeated in later batches is looked up before the batch that first holds it
     /// is packed (batches are classified one ahead of packing): it must still be stored once.
+    #[test]
+    fn small_chunks_share_frames_and_content_defined_chunks_stand_alone() {
+        let sizes = [5 << 10, 5 << 10, 20 << 10, 16 << 10, 4 << 10, 12 << 10];
+        let data: Vec<Vec<u8>> = sizes.iter().map(|&n| vec![7u8; n]).collect();
+        let chunks: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
+        let aligned = [false, false, false, false, true, false];
+        let all: Vec<usize> = (0..chunks.len()).collect();
+        // 20 KiB: too big for a frame; 16 KiB: a content-defined chunk (not below the minimum).
+        assert_eq!(
+            frame_units(&all, &chunks, &aligned, 16 << 10),
+            vec![vec![2], vec![3], vec![0, 1, 4, 5]]
+        );
+        // Only new chunks are framed, and a frame closes once it holds FRAME_TARGET bytes.
+        let many: Vec<&[u8]> = vec![&data[0][..]; 20];
+        let units = frame_units(&(0..20).collect::<Vec<_>>(), &many, &[false; 20], 16 << 10);
+        assert_eq!(units.len(), 2);
+        assert_eq!(units[0].len(), FRAME_TARGET.div_ceil(5 << 10));
+        assert_eq!(
+            frame_units(&[1, 3], &chunks, &aligned, 16 << 10),
+            vec![vec![3], vec![1]]
+        );
+    }
+
     #[test]
     fn chunks_repeated_across_batches_are_stored_once() {
         let dir = tempfile::tempdir().unwrap();

@@ -23,7 +23,10 @@ pub const DEFAULT_CHUNKER: ChunkerParams = ChunkerParams {
     max_size: 256 * 1024,
     normalization: 1,
     page_align: true,
+    member_group: Some(DEFAULT_MEMBER_GROUP),
 };
+/// Small tar members are grouped into chunks of about this size (format-spec/measurements.md).
+pub const DEFAULT_MEMBER_GROUP: u32 = 4 * 1024;
 pub const DEFAULT_PACK_SIZE: u64 = 16 << 20;
 pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
 pub const DEFAULT_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(600);

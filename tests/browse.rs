@@ -161,6 +161,7 @@ fn small_chunks() -> InitOptions {
             max_size: 32768,
             normalization: 1,
             page_align: true,
+            member_group: None,
         },
         ..Default::default()
     }

@@ -34,6 +34,7 @@ fn fuzz_config_binary_chunker_params_panic_in_chunker() {
         max_size: word(8),
         normalization: bytes[12],
         page_align: true,
+        member_group: None,
     };
     assert_eq!((params.avg_size, params.normalization), (8_849_934, 3));
     if params.validate().is_ok() {
@@ -62,6 +63,7 @@ fn fuzz_config_repository_with_validated_params_can_snapshot() {
             max_size: 16 << 20,
             normalization: 3,
             page_align: true,
+            member_group: None,
         },
         ..cairn::InitOptions::default()
     };
@@ -104,6 +106,7 @@ fn chunker_at_fastcdc_average_limit_is_usable() {
             max_size: 16 << 20,
             normalization,
             page_align: true,
+            member_group: None,
         };
         params.validate().unwrap();
         assert_usable(&params);

@@ -22,6 +22,7 @@ const SMALL_CHUNKS: ChunkerParams = ChunkerParams {
     max_size: 1024,
     normalization: 1,
     page_align: true,
+    member_group: None,
 };
 
 fuzz_target!(|data: &[u8]| {

@@ -32,6 +32,7 @@ fn binary_params(data: &[u8]) -> Option<ChunkerParams> {
         max_size: word(8)?,
         normalization: *data.get(12)?,
         page_align: true,
+        member_group: word(13),
     })
 }
 

@@ -134,6 +134,7 @@ fn repository_seeds(seeds: &Seeds, tars: &[(String, Vec<u8>)]) -> Res<()> {
             max_size: 1024,
             normalization: 1,
             page_align: true,
+            member_group: None,
         },
         zstd_level: 3,
         pack_size: 1 << 16,

@@ -289,12 +289,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Repo(RepoCommand::Init(args)) => {
             let path = repo_path(&cli)?;
             let avg = args.chunk_size;
+            let min = (avg / 4) & !1;
             let opts = InitOptions {
                 chunker: cairn::format::config::ChunkerParams {
-                    min_size: (avg / 4) & !1,
+                    min_size: min,
                     avg_size: avg,
                     max_size: avg.saturating_mul(4),
                     page_align: !args.no_page_align,
+                    // Groups never larger than the smallest chunk; below a tar block, the
+                    // groups are simply chunks of at least `min_size`.
+                    member_group: (min >= 512)
+                        .then_some(cairn::repo::DEFAULT_MEMBER_GROUP.min(min)),
                     ..cairn::repo::DEFAULT_CHUNKER
                 },
                 zstd_level: args.compression_level,

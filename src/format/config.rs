@@ -38,6 +38,12 @@ pub struct ChunkerParams {
     /// Absent in repositories created before it existed, where it is on.
     #[serde(default = "page_align_default")]
     pub page_align: bool,
+    /// In a tar stream, a chunk never runs past the first member start at least this many
+    /// bytes from its start: small members are grouped up to about this size, and a member
+    /// beyond it starts a chunk of its own. Absent in repositories created before it existed,
+    /// where it is `min_size`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member_group: Option<u32>,
 }
 
 fn page_align_default() -> bool {
@@ -77,13 +83,15 @@ impl ChunkerParams {
             && min % 2 == 0
             && avg % 2 == 0
             && max % 2 == 0
-            && self.normalization <= 3;
+            && self.normalization <= 3
+            && self.member_group.is_none_or(|g| (512..=max).contains(&g));
         if ok {
             Ok(())
         } else {
             Err(FormatError(format!(
-                "invalid chunker parameters min={min} avg={avg} max={max} normalization={}",
-                self.normalization
+                "invalid chunker parameters min={min} avg={avg} max={max} normalization={} \
+                 member_group={:?}",
+                self.normalization, self.member_group
             )))
         }
     }
@@ -147,6 +155,7 @@ mod tests {
                 max_size: 262144,
                 normalization: 1,
                 page_align: true,
+                member_group: Some(4096),
             },
             compression: CompressionParams {
                 algorithm: CompressionAlgorithm::Zstd,
@@ -174,5 +183,22 @@ mod tests {
         c.chunker.avg_size = 65535;
         assert!(decode(&encode(&c)).is_err());
         assert!(decode(b"not json").is_err());
+        let mut c = sample();
+        c.chunker.member_group = Some(100);
+        assert!(decode(&encode(&c)).is_err(), "smaller than a tar block");
+        c.chunker.member_group = Some(c.chunker.max_size + 2);
+        assert!(decode(&encode(&c)).is_err(), "larger than a chunk can be");
+    }
+
+    #[test]
+    fn member_group_absent_in_older_configs() {
+        let mut c = sample();
+        c.chunker.member_group = None;
+        let json = String::from_utf8(encode(&c)).unwrap();
+        assert!(
+            !json.contains("member_group"),
+            "written only when set: {json}"
+        );
+        assert_eq!(decode(json.as_bytes()).unwrap(), Decoded::Ok(c));
     }
 }
