@@ -49,7 +49,9 @@ pub fn usage_by_source(repo: &Repo) -> Result<SourceUsage> {
          CREATE TEMP TABLE series_blobs(series INTEGER NOT NULL, id BLOB NOT NULL,
                                         PRIMARY KEY (series, id)) WITHOUT ROWID;",
     )?;
-    let result = compute(repo);
+    // One transaction for the whole walk: each insert into the temp table would otherwise be
+    // a transaction of its own (most of the run time, measured on a 47,000-chunk repository).
+    let result = repo.index().in_read_transaction(|| compute(repo));
     // The table is only scratch space; dropping it fails only if the connection is gone.
     let _ = conn.execute_batch("DROP TABLE IF EXISTS temp.series_blobs;");
     result
