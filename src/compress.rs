@@ -8,37 +8,37 @@ thread_local! {
     static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
 }
 
-/// Compresses `data`; returns `None` when the result would not be smaller (store raw).
-pub fn compress(data: &[u8], level: i32) -> std::io::Result<Option<Vec<u8>>> {
+/// Runs `f` with this thread's compressor for `level` (created on first use).
+fn with_compressor<T>(
+    level: i32,
+    f: impl FnOnce(&mut zstd::bulk::Compressor<'static>) -> std::io::Result<T>,
+) -> std::io::Result<T> {
     COMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.as_ref().map(|(l, _)| *l) != Some(level) {
             *slot = Some((level, zstd::bulk::Compressor::new(level)?));
         }
-        let Some((_, c)) = slot.as_mut() else {
-            return Ok(None);
-        };
-        // Output bigger than the input is useless: cap the buffer and treat overflow as "raw".
-        let mut out = Vec::with_capacity(data.len());
-        match c.compress_to_buffer(data, &mut out) {
-            Ok(n) if n < data.len() => Ok(Some(out)),
-            Ok(_) => Ok(None),
-            Err(_) => Ok(None),
+        match slot.as_mut() {
+            Some((_, c)) => f(c),
+            None => Err(std::io::Error::other("no zstd context")),
         }
     })
+}
+
+/// Compresses `data`; returns `None` when the result would not be smaller (store raw).
+pub fn compress(data: &[u8], level: i32) -> std::io::Result<Option<Vec<u8>>> {
+    // Output bigger than the input is useless: cap the buffer and treat overflow as "raw".
+    let mut out = vec![0u8; data.len()];
+    Ok(compress_into(data, level, &mut out)?.map(|n| {
+        out.truncate(n);
+        out
+    }))
 }
 
 /// Compresses `data` into `out`; returns the compressed length, or `None` when the result
 /// would not be smaller than `data` (store raw) or does not fit in `out`.
 pub fn compress_into(data: &[u8], level: i32, out: &mut [u8]) -> std::io::Result<Option<usize>> {
-    COMPRESSOR.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        if slot.as_ref().map(|(l, _)| *l) != Some(level) {
-            *slot = Some((level, zstd::bulk::Compressor::new(level)?));
-        }
-        let Some((_, c)) = slot.as_mut() else {
-            return Ok(None);
-        };
+    with_compressor(level, |c| {
         let room = out.len().min(data.len());
         match c.compress_to_buffer(data, &mut out[..room]) {
             Ok(n) if n < data.len() => Ok(Some(n)),
