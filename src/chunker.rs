@@ -198,6 +198,18 @@ impl Batch {
         })
     }
 
+    /// The bytes of chunks `first..=last` (adjacent in `data()`); empty if out of range.
+    pub fn span(&self, first: usize, last: usize) -> &[u8] {
+        let start = match first.checked_sub(1) {
+            Some(before) => self.ends.get(before).copied(),
+            None => Some(0),
+        };
+        match (start, self.ends.get(last)) {
+            (Some(start), Some(&end)) if start <= end => &self.data()[start..end],
+            _ => &[],
+        }
+    }
+
     /// The buffer, to be handed back to a `BlockReader` for reuse.
     pub fn into_buffer(self) -> Vec<u8> {
         self.buf
@@ -555,6 +567,21 @@ mod tests {
                 prev = end;
             }
         }
+    }
+
+    #[test]
+    fn span_is_the_bytes_of_consecutive_chunks() {
+        let data = noise(20_000, 3);
+        let mut r = BatchReader::new(&data[..], Chunker::new(&params()), 1 << 20);
+        let batch = r.next_batch(None).unwrap().expect("one batch");
+        let chunks: Vec<&[u8]> = batch.chunks().collect();
+        assert!(chunks.len() > 4);
+        assert_eq!(batch.span(0, 0), chunks[0]);
+        assert_eq!(batch.span(1, 3), [chunks[1], chunks[2], chunks[3]].concat());
+        let last = chunks.len() - 1;
+        assert_eq!(batch.span(0, last), batch.data());
+        assert!(batch.span(0, last + 1).is_empty());
+        assert!(batch.span(3, 1).is_empty());
     }
 
     #[test]

@@ -89,18 +89,23 @@ pub fn gc(repo: &Repo, opts: &GcOptions, progress: &dyn Progress) -> Result<GcRe
     report.snapshots = snapshots.len() as u64;
     let mut stats = crate::mark::MarkStats::default();
     progress.start("gc: marking", None);
-    for (sid, m) in &snapshots {
-        for root in crate::mark::roots(m) {
-            crate::mark::mark_tree(repo, root, &mut stats, &mut |node, e| {
-                Err(Error::corrupt(
-                    format!("snapshot {sid}"),
-                    format!(
-                        "tree node {node} cannot be read ({e}); gc stopped, nothing deleted: run `cairn repo check`"
-                    ),
-                ))
-            })?;
+    // One transaction for the whole walk: SQLite then takes its locks once, not once per
+    // lookup and once per insert into the live set.
+    repo.index.in_read_transaction(|| {
+        for (sid, m) in &snapshots {
+            for root in crate::mark::roots(m) {
+                crate::mark::mark_tree(repo, root, &mut stats, &mut |node, e| {
+                    Err(Error::corrupt(
+                        format!("snapshot {sid}"),
+                        format!(
+                            "tree node {node} cannot be read ({e}); gc stopped, nothing deleted: run `cairn repo check`"
+                        ),
+                    ))
+                })?;
+            }
         }
-    }
+        Ok(())
+    })?;
     report.live_blobs = stats.tree_nodes + stats.data_blobs;
     let missing = crate::mark::unindexed_live(repo, 5)?;
     if let Some(first) = missing.first() {

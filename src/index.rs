@@ -345,9 +345,9 @@ impl Index {
         locate_with(&mut by_id, id, |pack_no| pack_id_of(&mut pack_id, pack_no))
     }
 
-    /// Runs `f`, which reads the index, in one read transaction: SQLite then takes its WAL read
-    /// lock once instead of once per query (two `fcntl` calls and an `fstat` each). Inside a
-    /// transaction already, `f` just runs in it.
+    /// Runs `f`, which reads the index (and may write temp tables), in one read transaction:
+    /// SQLite then takes its WAL read lock once instead of once per query (two `fcntl` calls and
+    /// an `fstat` each). Inside a transaction already, `f` just runs in it.
     pub fn in_read_transaction<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
         if !self.conn.is_autocommit() {
             return f();

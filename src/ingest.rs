@@ -742,15 +742,28 @@ fn compress_units(
         .map(|(unit, (start, slot))| {
             let n = match unit.as_slice() {
                 [single] => crate::compress::compress_into(chunks[*single], level, slot)?,
-                members => {
-                    let joined: Vec<u8> =
-                        members.iter().flat_map(|&i| chunks[i]).copied().collect();
-                    crate::compress::compress_into(&joined, level, slot)?
+                // Consecutive chunks are adjacent in the batch: compress them where they lie.
+                [first, .., last] if last - first + 1 == unit.len() => {
+                    crate::compress::compress_into(batch.span(*first, *last), level, slot)?
                 }
+                members => JOINED.with(|cell| {
+                    let mut joined = cell.borrow_mut();
+                    joined.clear();
+                    for &i in members {
+                        joined.extend_from_slice(chunks[i]);
+                    }
+                    crate::compress::compress_into(&joined, level, slot)
+                })?,
             };
             Ok(n.map(|n| start..start + n))
         })
         .collect()
+}
+
+thread_local! {
+    /// Each pool thread joins the members of a shared frame in one reused buffer (a frame is
+    /// at most `FRAME_TARGET` plus one member).
+    static JOINED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Packs a classified batch's new chunks once compressed and adds all its chunks to the tree;
@@ -878,8 +891,6 @@ mod tests {
         v
     }
 
-    /// A block repeated in later batches is looked up before the batch that first holds it
-    /// is packed (batches are classified one ahead of packing): it must still be stored once.
     #[test]
     fn small_chunks_share_frames_and_content_defined_chunks_stand_alone() {
         let sizes = [5 << 10, 5 << 10, 20 << 10, 16 << 10, 4 << 10, 12 << 10];
@@ -903,6 +914,37 @@ mod tests {
         );
     }
 
+    /// A unit's compressed bytes decompress to its members' bytes in order, whether the
+    /// members lie side by side in the batch (compressed in place) or not (joined first).
+    #[test]
+    fn units_compress_to_their_members_in_order() {
+        let params = crate::format::config::ChunkerParams {
+            min_size: 256,
+            avg_size: 1024,
+            max_size: 4096,
+            member_group: None,
+            ..crate::repo::DEFAULT_CHUNKER
+        };
+        let text = b"words and more words, ".repeat(2000);
+        let mut reader =
+            crate::chunker::BatchReader::new(&text[..], Chunker::new(&params), 1 << 20);
+        let batch = reader.next_batch(None).unwrap().expect("a batch");
+        let chunks: Vec<&[u8]> = batch.chunks().collect();
+        assert!(chunks.len() > 6);
+        let units = vec![vec![0, 1, 2], vec![3, 5], vec![4]];
+        let mut output = Vec::new();
+        let results = compress_units(&batch, &units, 3, &mut output);
+        for (unit, result) in units.iter().zip(results) {
+            let expected: Vec<u8> = unit.iter().flat_map(|&i| chunks[i].to_vec()).collect();
+            let range = result.unwrap().expect("text compresses");
+            let mut back = vec![0u8; expected.len()];
+            crate::compress::decompress_into(&output[range], &mut back).unwrap();
+            assert_eq!(back, expected, "unit {unit:?}");
+        }
+    }
+
+    /// A block repeated in later batches is looked up before the batch that first holds it
+    /// is packed (batches are classified one ahead of packing): it must still be stored once.
     #[test]
     fn chunks_repeated_across_batches_are_stored_once() {
         let dir = tempfile::tempdir().unwrap();
