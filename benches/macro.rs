@@ -1363,6 +1363,8 @@ fn real_main() -> Result<()> {
         });
     }
     print_targets(&targets);
+    let ceilings = print_ceilings(&limits, &targets);
+    report.insert("ceilings".into(), ceilings);
     reset_own_peak_rss();
     println!(
         "  (RSS measurement floor: {:.1} MiB, this bench process's own RSS when it starts a child)",
@@ -1546,6 +1548,62 @@ fn print_cpu_view<const N: usize>(rows: [(&str, u64, &Run, &str, f64); N]) -> Va
                 "kernel_mb_per_cpu_s": kernel_rate,
                 "cpu_cost_vs_kernel": kernel_rate / rate,
                 "cpu_per_wall": run.cpu_per_wall(),
+            }),
+        );
+    }
+    Value::Object(out)
+}
+
+/// The most each throughput path could reach if the work the design makes mandatory were all it
+/// did, spread over every core without loss: each byte is chunked once (FastCDC, which one core
+/// must do alone) and hashed twice (its chunk's id and the whole-stream digest); new bytes are
+/// compressed once; restored bytes are decompressed once and hashed twice (each blob against its
+/// id, then the stream digest). Kernel costs are this run's per-CPU-second figures, so the bound
+/// is optimistic: it ignores reading, writing, lookups, hand-offs, and the slowdown of two busy
+/// cores sharing caches. A target above its ceiling cannot be met on this machine by any code
+/// doing that work.
+fn print_ceilings(l: &Limits, targets: &[Target]) -> Value {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let ns = |mbps: f64| 1000.0 / mbps; // CPU nanoseconds per byte
+    let chunk_and_hash = ns(l.fastcdc_cpu_mbps) + 2.0 * ns(l.blake3_cpu_mbps);
+    let rows = [
+        (
+            "ingest new data",
+            "zstd-3 + FastCDC + 2 × BLAKE3",
+            1000.0 * cores / (ns(l.zstd3_cpu_mbps) + chunk_and_hash),
+        ),
+        (
+            "ingest stored data",
+            "FastCDC (one core) + 2 × BLAKE3",
+            (1000.0 * cores / chunk_and_hash).min(l.fastcdc_cpu_mbps),
+        ),
+        (
+            "restore",
+            "zstd decompression + 2 × BLAKE3",
+            1000.0 * cores / (ns(l.zstd_decompress_cpu_mbps) + 2.0 * ns(l.blake3_cpu_mbps)),
+        ),
+    ];
+    println!(
+        "\nceilings: the mandatory kernels alone on {cores} perfectly used cores (an upper bound):"
+    );
+    let mut out = serde_json::Map::new();
+    for (name, work, ceiling) in rows {
+        let Some(t) = targets.iter().find(|t| t.name == name) else {
+            continue;
+        };
+        println!(
+            "  {name:20} ceiling {ceiling:7.0} MB/s = {:.2} of the target; cairn reaches {:.2} of \
+             the ceiling   ({work})",
+            ceiling / t.reference,
+            t.measured / ceiling
+        );
+        out.insert(
+            name.to_string(),
+            json!({
+                "work": work,
+                "ceiling_mbps": ceiling,
+                "ceiling_vs_target": ceiling / t.reference,
+                "measured_vs_ceiling": t.measured / ceiling,
             }),
         );
     }
