@@ -194,9 +194,9 @@ impl SealedPack {
     }
 
     /// fsync, rename into `packs/`, fsync the directory: afterwards the pack is durable and may
-    /// be indexed.
+    /// be indexed. Its pages then leave the page cache (`TempFile::commit_uncached`).
     pub fn commit(self, layout: &Layout) -> Result<FinishedPack> {
-        self.file.commit(&layout.pack(&self.pack.id))?;
+        self.file.commit_uncached(&layout.pack(&self.pack.id))?;
         Ok(self.pack)
     }
 }

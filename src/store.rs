@@ -166,8 +166,24 @@ impl TempFile {
 
     /// fsync, rename to `dest`, fsync `dest`'s directory: after this returns the file is durable.
     pub fn commit(self, dest: &Path) -> Result<()> {
+        self.commit_with(dest, false)
+    }
+
+    /// `commit`, and once the bytes are on disk, ask the kernel to drop them from the page
+    /// cache. For pack files: a snapshot writes hundreds of MB that nothing reads soon, which
+    /// would otherwise push the host's working set out of memory; and recycling those pages for
+    /// the next pack is cheaper than taking fresh ones (on the VMs measured, first-touching
+    /// fresh memory made page-cache writes up to 5× slower than reused pages).
+    pub fn commit_uncached(self, dest: &Path) -> Result<()> {
+        self.commit_with(dest, true)
+    }
+
+    fn commit_with(self, dest: &Path, drop_cache: bool) -> Result<()> {
         let tmp_path = self.inner.path().to_path_buf();
         self.inner.as_file().sync_all().at(&tmp_path)?;
+        if drop_cache {
+            drop_cached_pages(self.inner.as_file());
+        }
         let parent = dest.parent().unwrap_or(Path::new("."));
         match self.inner.persist(dest) {
             Ok(_) => {}
@@ -182,6 +198,14 @@ impl TempFile {
         }
         fsync_dir(parent)
     }
+}
+
+/// Advises the kernel that `file`'s cached pages are not needed. Only clean pages are dropped,
+/// so this never loses data; it is a hint, and where it is not supported nothing changes.
+pub fn drop_cached_pages(file: &File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: posix_fadvise only reads its integer arguments; the fd is open for the call.
+    let _ = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
 }
 
 /// Writes `bytes` to `dest` crash-safely.
@@ -205,6 +229,12 @@ mod tests {
         write_atomic(&layout, &dest, b"hello").unwrap();
         assert_eq!(fs::read(&dest).unwrap(), b"hello");
         assert_eq!(fs::read_dir(layout.tmp()).unwrap().count(), 0);
+        // Committed with its pages dropped from the cache: the same durable file.
+        let mut t = TempFile::new(&layout, "u-").unwrap();
+        t.file().write_all(&vec![5u8; 1 << 20]).unwrap();
+        let uncached = layout.snapshots().join("u");
+        t.commit_uncached(&uncached).unwrap();
+        assert_eq!(fs::read(&uncached).unwrap(), vec![5u8; 1 << 20]);
         // A temp file dropped without commit disappears.
         let t = TempFile::new(&layout, "p-").unwrap();
         let p = t.path().to_path_buf();
