@@ -263,7 +263,7 @@ pub fn unpack_frame(stored: &[u8], frame_raw_len: u32, id: &Id, pack: &Id) -> Re
 
 /// `unpack_frame` into a buffer that is reused from frame to frame: its length only ever grows
 /// (so it is zeroed once, not per frame); the frame is `out[..frame_raw_len]`.
-fn unpack_frame_into(
+pub fn unpack_frame_into(
     stored: &[u8],
     frame_raw_len: u32,
     id: &Id,

@@ -15,7 +15,7 @@ use crate::format::manifest::StreamEntry;
 use crate::format::tree::TreeNode;
 use crate::id::Id;
 use crate::index::{BlobLocation, BlobLocator};
-use crate::pack::{frame_slice, unpack_blob, unpack_frame};
+use crate::pack::{frame_slice, unpack_blob, unpack_frame_into};
 use crate::progress::Progress;
 use crate::repo::Repo;
 use crate::tree::{Leaf, LeafWalker, NodeSource};
@@ -26,9 +26,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::panic::AssertUnwindSafe;
 
-const WINDOW_BYTES: u64 = 16 << 20;
+/// 8 windows of 8 MiB rather than 4 of 16 MiB (the same memory): with more, smaller windows the
+/// pool keeps both cores busy while the sink lags for a moment, and the last window, filled
+/// while little else runs, is shorter.
+const WINDOW_BYTES: u64 = 8 << 20;
 /// Windows being filled, waiting or being consumed at once (each holds `WINDOW_BYTES`).
-const WINDOWS_IN_FLIGHT: usize = 4;
+const WINDOWS_IN_FLIGHT: usize = 8;
 /// A region (one read) never spans more than this...
 const REGION_MAX: u64 = 2 << 20;
 /// ...nor skips more than this between two wanted blobs.
@@ -43,13 +46,17 @@ pub fn restore_stream(
 ) -> Result<()> {
     let mut hasher = blake3::Hasher::new();
     let mut written: u64 = 0;
-    read_range(
+    read_range_in_windows(
         repo,
         &stream.root,
-        0,
-        stream.length,
-        &mut |bytes: &[u8]| {
-            if bytes.len() >= 1 << 20 {
+        (0, stream.length),
+        WINDOW_BYTES,
+        &mut |bytes: &[u8], backlog: Backlog| {
+            // Hashing on the pool costs more CPU (rayon splits the work into small jobs) and
+            // waits behind pool threads busy filling windows; it pays only when they are idle,
+            // waiting for this sink (a slow pipe, tar extraction): then it halves the wall time
+            // of a restore into a pipe.
+            if bytes.len() >= 1 << 20 && backlog.fillers_idle() {
                 hasher.update_rayon(bytes);
             } else {
                 hasher.update(bytes);
@@ -82,6 +89,21 @@ pub fn restore_stream(
 }
 
 type Sink<'s> = dyn FnMut(&[u8]) -> Result<()> + Send + 's;
+/// A sink that is also told how far filling is ahead of it.
+type WindowSink<'s> = dyn FnMut(&[u8], Backlog) -> Result<()> + Send + 's;
+
+/// How many windows were filled and waiting for the sink when it was handed the current one.
+#[derive(Clone, Copy)]
+struct Backlog {
+    ready: usize,
+}
+
+impl Backlog {
+    /// Every other window is filled: the pool has nothing to do until the sink frees one.
+    fn fillers_idle(self) -> bool {
+        self.ready + 1 >= WINDOWS_IN_FLIGHT
+    }
+}
 
 /// The leaves of one window with their locations, ready to be filled.
 struct WindowPlan {
@@ -111,7 +133,9 @@ struct FilledWindow {
 /// consumer thread takes them back in stream order. (This thread is never a pool thread: `Repo`
 /// is not `Sync`, so it cannot be moved into one, and blocking here never starves the pool.)
 pub fn read_range(repo: &Repo, root: &Id, start: u64, end: u64, sink: &mut Sink<'_>) -> Result<()> {
-    read_range_in_windows(repo, root, (start, end), WINDOW_BYTES, sink)
+    read_range_in_windows(repo, root, (start, end), WINDOW_BYTES, &mut |bytes, _| {
+        sink(bytes)
+    })
 }
 
 /// `read_range` with windows of about `window_bytes` (tests use small ones).
@@ -120,7 +144,7 @@ fn read_range_in_windows(
     root: &Id,
     (start, end): (u64, u64),
     window_bytes: u64,
-    sink: &mut Sink<'_>,
+    sink: &mut WindowSink<'_>,
 ) -> Result<()> {
     let nodes = IndexedNodes {
         packs: &repo.packs,
@@ -212,7 +236,7 @@ fn plan_window(
 fn consume_in_order(
     done: &crossbeam_channel::Receiver<Result<FilledWindow>>,
     free: &crossbeam_channel::Sender<Vec<u8>>,
-    sink: &mut Sink<'_>,
+    sink: &mut WindowSink<'_>,
 ) -> Result<()> {
     // Windows finish out of order; at most `WINDOWS_IN_FLIGHT` wait here.
     let mut waiting: BTreeMap<u64, FilledWindow> = BTreeMap::new();
@@ -221,7 +245,10 @@ fn consume_in_order(
         let window = filled?;
         waiting.insert(window.seq, window);
         while let Some(window) = waiting.remove(&next) {
-            sink(&window.buf[window.from..window.to])?;
+            let backlog = Backlog {
+                ready: waiting.len() + done.len(),
+            };
+            sink(&window.buf[window.from..window.to], backlog)?;
             let _ = free.send(window.buf);
             next += 1;
         }
@@ -357,6 +384,9 @@ fn read_region(packs: &PackFiles, mut region: Vec<Wanted<'_>>) -> Result<()> {
 thread_local! {
     /// Each pool thread reads its regions into one buffer instead of allocating one per read.
     static READ_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// ...and decompresses shared frames into one (a fresh zeroed buffer per 64 KiB frame cost
+    /// an allocation and a memset for every few small blobs).
+    static FRAME_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Decompresses and verifies the blobs of `region` from its stored bytes, read at `start`.
@@ -366,24 +396,40 @@ fn unpack_region(pack: &Id, start: u64, bytes: &[u8], region: &mut [Wanted<'_>])
     for unit in region.chunk_by_mut(|a, b| a.loc.frame.is_some() && a.loc.offset == b.loc.offset) {
         let from = (unit[0].loc.offset - start) as usize;
         let stored = &bytes[from..from + unit[0].loc.stored_len as usize];
-        let frame = match unit[0].loc.frame {
-            Some(f) => Some(unpack_frame(stored, f.raw_len, &unit[0].id, &pack)?),
-            None => None,
-        };
-        for w in unit.iter_mut() {
-            let Some((head, others)) = w.targets.split_first_mut() else {
-                continue;
-            };
-            match (&frame, w.loc.frame) {
-                (Some(frame), Some(f)) => {
-                    head.copy_from_slice(frame_slice(frame, f, w.loc.raw_len, &w.id, &pack)?);
-                }
-                _ => unpack_blob(stored, w.loc.compression, w.loc.raw_len, &w.id, &pack, head)?,
-            }
+        match unit[0].loc.frame {
+            Some(f) => FRAME_BUF.with(|cell| {
+                let mut frame = cell.borrow_mut();
+                unpack_frame_into(stored, f.raw_len, &unit[0].id, &pack, &mut frame)?;
+                fill_targets(unit, |w, out| {
+                    let frame = &frame[..f.raw_len as usize];
+                    let f = w.loc.frame.unwrap_or(f);
+                    out.copy_from_slice(frame_slice(frame, f, w.loc.raw_len, &w.id, &pack)?);
+                    Ok(())
+                })
+            })?,
+            None => fill_targets(unit, |w, out| {
+                unpack_blob(stored, w.loc.compression, w.loc.raw_len, &w.id, &pack, out)
+            })?,
+        }
+    }
+    Ok(())
+}
+
+/// Fills each wanted blob's first place with `unpack` (which verifies it) and copies it to the
+/// others.
+fn fill_targets(
+    unit: &mut [Wanted<'_>],
+    unpack: impl Fn(&Wanted<'_>, &mut [u8]) -> Result<()>,
+) -> Result<()> {
+    for w in unit.iter_mut() {
+        let mut targets = std::mem::take(&mut w.targets);
+        if let Some((head, others)) = targets.split_first_mut() {
+            unpack(w, head)?;
             for t in others {
                 t.copy_from_slice(head);
             }
         }
+        w.targets = targets;
     }
     Ok(())
 }
@@ -451,6 +497,14 @@ mod tests {
     use super::*;
     use crate::progress::Silent;
 
+    #[test]
+    fn fillers_are_idle_only_when_every_other_window_waits_for_the_sink() {
+        let idle = |ready| Backlog { ready }.fillers_idle();
+        assert!(!idle(0));
+        assert!(!idle(WINDOWS_IN_FLIGHT - 2));
+        assert!(idle(WINDOWS_IN_FLIGHT - 1));
+    }
+
     /// Noise (stored raw), text (compressed) and a block repeated so that identical chunks
     /// share a window.
     fn mixed_data() -> Vec<u8> {
@@ -508,7 +562,7 @@ mod tests {
         window: u64,
     ) -> Result<Vec<u8>> {
         let mut out = Vec::new();
-        read_range_in_windows(repo, &stream.root, range, window, &mut |b: &[u8]| {
+        read_range_in_windows(repo, &stream.root, range, window, &mut |b: &[u8], _| {
             out.extend_from_slice(b);
             Ok(())
         })?;
@@ -604,7 +658,7 @@ mod tests {
             &stream.root,
             (0, data.len() as u64),
             100_000,
-            &mut |_: &[u8]| {
+            &mut |_: &[u8], _| {
                 calls += 1;
                 if calls == 2 {
                     Err(Error::Invalid("sink refused".into()))
