@@ -400,15 +400,15 @@ fn unpack_region(pack: &Id, start: u64, bytes: &[u8], region: &mut [Wanted<'_>])
             Some(f) => FRAME_BUF.with(|cell| {
                 let mut frame = cell.borrow_mut();
                 unpack_frame_into(stored, f.raw_len, &unit[0].id, &pack, &mut frame)?;
-                fill_targets(unit, |w, out| {
-                    let frame = &frame[..f.raw_len as usize];
-                    let f = w.loc.frame.unwrap_or(f);
-                    out.copy_from_slice(frame_slice(frame, f, w.loc.raw_len, &w.id, &pack)?);
+                let frame = &frame[..f.raw_len as usize];
+                fill_targets(unit, |id, loc, out| {
+                    let f = loc.frame.unwrap_or(f);
+                    out.copy_from_slice(frame_slice(frame, f, loc.raw_len, id, &pack)?);
                     Ok(())
                 })
             })?,
-            None => fill_targets(unit, |w, out| {
-                unpack_blob(stored, w.loc.compression, w.loc.raw_len, &w.id, &pack, out)
+            None => fill_targets(unit, |id, loc, out| {
+                unpack_blob(stored, loc.compression, loc.raw_len, id, &pack, out)
             })?,
         }
     }
@@ -419,17 +419,15 @@ fn unpack_region(pack: &Id, start: u64, bytes: &[u8], region: &mut [Wanted<'_>])
 /// others.
 fn fill_targets(
     unit: &mut [Wanted<'_>],
-    unpack: impl Fn(&Wanted<'_>, &mut [u8]) -> Result<()>,
+    unpack: impl Fn(&Id, &BlobLocation, &mut [u8]) -> Result<()>,
 ) -> Result<()> {
-    for w in unit.iter_mut() {
-        let mut targets = std::mem::take(&mut w.targets);
+    for Wanted { id, loc, targets } in unit.iter_mut() {
         if let Some((head, others)) = targets.split_first_mut() {
-            unpack(w, head)?;
+            unpack(id, loc, head)?;
             for t in others {
                 t.copy_from_slice(head);
             }
         }
-        w.targets = targets;
     }
     Ok(())
 }
