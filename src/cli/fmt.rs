@@ -44,8 +44,38 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// An error and its causes on one line, `outer: cause: cause`, leaving out a cause whose text
+/// the message before it already ends with (the library's errors print their cause and also
+/// return it from `source()`, so that callers can inspect it).
+pub fn error_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.is_empty() {
+            line = text;
+        } else if !line.ends_with(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+    }
+    line
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn error_line_names_each_cause_once() {
+        let missing = || std::io::Error::from(std::io::ErrorKind::NotFound);
+        let io = cairn::Error::io("gen1.tar", missing());
+        let e = anyhow::Error::new(io).context("snapshot tar");
+        assert_eq!(
+            super::error_line(&e),
+            format!("snapshot tar: gen1.tar: {}", missing()),
+        );
+        let plain = anyhow::anyhow!("outer").context("context");
+        assert_eq!(super::error_line(&plain), "context: outer");
+    }
+
     #[test]
     fn sizes() {
         assert_eq!(super::bytes(10), "10 B");

@@ -256,7 +256,7 @@ pub fn main() -> ExitCode {
             if is_broken_pipe(&e) {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("cairn: error: {e:#}");
+            eprintln!("cairn: error: {}", fmt::error_line(&e));
             let damage = e
                 .downcast_ref::<cairn::Error>()
                 .is_some_and(|c| c.is_damage());
